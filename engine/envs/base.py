@@ -1,0 +1,102 @@
+"""The environment protocol every leafe environment implements.
+
+Close to Gymnasium so users recognise it: ``reset(task_id, seed) -> observation`` and
+``step(action) -> StepResult``. The explorer rolls an environment back by resetting it and
+replaying an action prefix, so every environment must be deterministic given
+(task id, seed, actions).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Task:
+    """One problem instance of an environment, addressed as ``ENV/NAME`` (e.g. ``sokoban/fixed-1``)."""
+
+    id: str
+    env: str
+    title: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ParsedAction:
+    """The outcome of parsing one model reply.
+
+    ``action`` is the text inside the action tags (None when the reply did not parse) and ``error``
+    says why it did not parse. Environments turn a reply with an error into an invalid step.
+    """
+
+    action: str | None
+    thought: str = ""
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one environment step returns.
+
+    ``observation`` is exactly what the model is shown next (it contains the feedback);
+    ``feedback`` is the diagnostic part on its own, for the store and the UI.
+    """
+
+    observation: str
+    reward: float
+    done: bool
+    success: bool
+    valid: bool
+    feedback: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class TaskNotFound(KeyError):
+    """Raised with a one-line message when a task id does not exist."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; a user should read plain text
+        return str(self.args[0]) if self.args else "task not found"
+
+
+class Environment(ABC):
+    """Base class of an interactive, deterministic, text-based environment.
+
+    Subclasses set ``name`` (the task id prefix), ``max_steps`` (steps per episode) and
+    ``action_help`` (one paragraph telling the model what a legal action looks like).
+    """
+
+    name: ClassVar[str]
+    max_steps: ClassVar[int]
+    action_help: ClassVar[str]
+
+    @abstractmethod
+    def tasks(self) -> list[Task]:
+        """Every task this environment offers, in a stable order."""
+
+    @abstractmethod
+    def reset(self, task_id: str, seed: int = 0) -> str:
+        """Start an episode of ``task_id`` and return the first observation.
+
+        Raises TaskNotFound for an unknown id.
+        """
+
+    @abstractmethod
+    def step(self, action: ParsedAction) -> StepResult:
+        """Apply one (possibly invalid) action. An invalid action still counts as a step."""
+
+    def action_grammar(self) -> str | None:
+        """GBNF rule body for the text inside ``<action>…</action>``, or None for free text.
+
+        The grammar is optional; the explorer uses it only when the user asks for
+        grammar-constrained output.
+        """
+        return None
+
+    def task(self, task_id: str) -> Task:
+        """Look up one task by id."""
+        for task in self.tasks():
+            if task.id == task_id:
+                return task
+        raise TaskNotFound(f"unknown task {task_id!r}: `leafe tasks list --env {self.name}` lists them")
