@@ -1,0 +1,68 @@
+"""The model backend interface the explorer talks to.
+
+One interface, several implementations: the in-process llama.cpp backend (the real one) and a
+scripted backend for deterministic tests. A backend reports, for every call, how many prompt
+tokens it evaluated and how many it reused from its cache, so budget accounting is uniform.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One model call: the reply text and what it cost."""
+
+    text: str
+    prompt_tokens: int  # length of the whole prompt
+    cached_tokens: int  # prompt tokens reused from the KV cache (not evaluated again)
+    generated_tokens: int
+    seconds: float
+
+    @property
+    def evaluated_tokens(self) -> int:
+        return self.prompt_tokens - self.cached_tokens
+
+
+class BackendError(RuntimeError):
+    """A model could not be loaded or called; the message is one line meant for the user."""
+
+
+class ModelBackend(ABC):
+    """A chat model the explorer can call, with optional saving of a prompt prefix's KV state."""
+
+    name: str = "backend"
+
+    @abstractmethod
+    def complete(
+        self,
+        messages: list[Message],
+        *,
+        temperature: float,
+        max_tokens: int,
+        seed: int,
+        grammar: str | None = None,
+    ) -> Completion:
+        """Generate the assistant's next reply to ``messages``."""
+
+    def save_prefix(self, messages: list[Message]) -> Any | None:
+        """Keep the cached state shared by the current context and ``messages`` for a later call.
+
+        The explorer calls this when it queues a branch, while the model's context still holds the
+        history the branch starts from; ``restore_prefix`` brings that state back when the branch
+        runs, so the history is not evaluated again. Backends without a cache return None.
+        """
+        del messages
+        return None
+
+    def restore_prefix(self, handle: Any) -> None:
+        """Make a state saved by ``save_prefix`` current again (no-op by default)."""
+        del handle
+
+    def close(self) -> None:
+        """Release the model (no-op by default)."""

@@ -1,0 +1,66 @@
+"""A scripted, deterministic backend. It exists for tests only and never stands in for a model.
+
+It replays a fixed list of replies, or asks a callable for each reply, so tests of the explorer,
+the store and the TUI are exact and fast. Token figures are word counts of the prompt, with a
+simulated prefix cache, so accounting code paths are exercised too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from engine.backends.base import Completion, Message, ModelBackend
+
+ReplyFn = Callable[[list[Message]], str]
+
+
+def _words(messages: list[Message]) -> list[str]:
+    return [word for m in messages for word in (m["role"] + ": " + m["content"]).split()]
+
+
+class ScriptedBackend(ModelBackend):
+    """Test double: returns scripted replies in order (or from ``reply_fn``), records every prompt."""
+
+    name = "scripted (test double)"
+
+    def __init__(self, replies: Iterable[str] = (), reply_fn: ReplyFn | None = None) -> None:
+        self._replies = list(replies)
+        self._reply_fn = reply_fn
+        self.prompts: list[list[Message]] = []
+        self._context: list[str] = []
+
+    def complete(
+        self,
+        messages: list[Message],
+        *,
+        temperature: float,
+        max_tokens: int,
+        seed: int,
+        grammar: str | None = None,
+    ) -> Completion:
+        del temperature, max_tokens, seed, grammar
+        self.prompts.append([dict(m) for m in messages])
+        if self._reply_fn is not None:
+            text = self._reply_fn(messages)
+        elif self._replies:
+            text = self._replies.pop(0)
+        else:
+            raise IndexError("ScriptedBackend ran out of scripted replies")
+        words = _words(messages)
+        cached = 0
+        while cached < min(len(words), len(self._context)) and words[cached] == self._context[cached]:
+            cached += 1
+        self._context = words + text.split()
+        return Completion(text, len(words), cached, len(text.split()), 0.0)
+
+    def save_prefix(self, messages: list[Message]) -> Any | None:
+        words = _words(messages)
+        shared = 0
+        while shared < min(len(words), len(self._context)) and words[shared] == self._context[shared]:
+            shared += 1
+        return list(self._context[:shared])
+
+    def restore_prefix(self, handle: Any) -> None:
+        if handle is not None:
+            self._context = list(handle)

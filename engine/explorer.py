@@ -1,0 +1,293 @@
+"""Stage 1 of LEAFE: tree-based experience generation.
+
+The explorer runs episodes of one task. Every ``reflect_every`` steps, and when an episode fails,
+the same model reflects on its trajectory and returns (τ, e) or "no rollback". A rollback request
+becomes a queued branch (breadth-first, FIFO); a branch resets the environment, replays the actions
+before τ, and continues from τ with the experience summary e in its prompt. Exploration goes on
+after a success until the attempt budget (episodes) is spent or the queue is empty and no budget
+is left; when the queue runs dry while budget remains, a fresh episode restarts from the task's
+beginning.
+
+All state lives in the store: the next piece of work is always derived from it, so ``resume``
+simply continues, and a node committed before a kill is neither lost nor repeated.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from engine.actions import action_grammar, parse_action, parse_reflection, reflection_grammar
+from engine.backends.base import Completion, ModelBackend
+from engine.envs.base import Environment
+from engine.prompts import Turn, guidance_by_step, reflection_messages, trajectory_messages
+from engine.store import Branch, Node, Store
+
+
+@dataclass
+class ExploreConfig:
+    """Every setting of a run; recorded with the run in the store."""
+
+    budget: int = 8  # attempt budget: episodes (root, branches, restarts) per task
+    max_depth: int = 3  # deepest branch level (the root episode is depth 0)
+    reflect_every: int = 5  # K: periodic reflection every K steps of an unfinished episode
+    temperature: float = 0.7
+    reflect_temperature: float = 0.3
+    max_tokens: int = 512
+    reflect_max_tokens: int = 256
+    seed: int = 0
+    grammar: bool = False  # constrain replies with GBNF grammars
+    task_seed: int = 0  # passed to env.reset
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ExploreConfig:
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def validate(self) -> None:
+        if self.budget < 1:
+            raise ValueError("--budget must be at least 1 episode")
+        if self.max_depth < 0:
+            raise ValueError("--max-depth must be 0 or more")
+        if self.reflect_every < 1:
+            raise ValueError("--reflect-every must be at least 1 step")
+
+
+@dataclass(frozen=True)
+class ExplorerEvent:
+    """Something the explorer just committed, for live views. ``kind``: node, reflection, branch, run."""
+
+    kind: str
+    run_id: int
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class ReplayMismatch(RuntimeError):
+    """Replaying stored actions gave a different observation: the environment is not deterministic."""
+
+
+def call_seed(*parts: object) -> int:
+    """A stable per-call sampling seed, so a resumed run samples exactly as the original would have."""
+    return zlib.crc32(":".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+class Explorer:
+    """Runs (and resumes) Stage-1 explorations, writing every node to the store as it happens."""
+
+    def __init__(
+        self,
+        store: Store,
+        backend: ModelBackend,
+        env: Environment,
+        config: ExploreConfig | None = None,
+        *,
+        on_event: Callable[[ExplorerEvent], None] | None = None,
+        stop: threading.Event | None = None,
+        max_saved_prefixes: int = 8,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.env = env
+        self.config = config or ExploreConfig()
+        self.config.validate()
+        self.on_event = on_event or (lambda event: None)
+        self.stop = stop or threading.Event()
+        self._prefixes: OrderedDict[int, Any] = OrderedDict()  # branch id -> saved KV prefix
+        self._max_saved_prefixes = max_saved_prefixes
+
+    # --- public API --------------------------------------------------------------------------
+    def start(self, task_id: str, model: str) -> int:
+        """Create a run for ``task_id``, explore it, and return the run id."""
+        first_observation = self.env.reset(task_id, self.config.task_seed)
+        run_id = self.store.create_run(task_id, self.env.name, model, self.backend.name, asdict(self.config))
+        root = self.store.add_node(run_id=run_id, branch_id=self._root_branch_id(run_id), step=0,
+                                   observation=first_observation, valid=True)
+        self.store.db["branches"].update(root.branch_id, {"from_node_id": root.id})
+        self._emit("run", run_id, status="running", task_id=task_id)
+        self._loop(run_id, task_id)
+        return run_id
+
+    def resume(self, run_id: int) -> int:
+        """Continue a run that was interrupted; committed nodes are kept, none is repeated."""
+        run = self.store.get_run(run_id)
+        self.store.set_run_status(run_id, "running")
+        self._emit("run", run_id, status="running", task_id=run["task_id"], resumed=True)
+        self._loop(run_id, run["task_id"])
+        return run_id
+
+    # --- the breadth-first loop -------------------------------------------------------------
+    def _root_branch_id(self, run_id: int) -> int:
+        # The root node needs a branch and the branch needs its start node: insert the branch
+        # first with a placeholder that start() corrects right after the root node exists.
+        return self.store.add_branch(run_id, "root", from_node_id=0, depth=0, status="running").id
+
+    def _loop(self, run_id: int, task_id: str) -> None:
+        try:
+            while not self.stop.is_set():
+                branch = self.store.next_branch(run_id)
+                if branch is None:
+                    if self.store.episodes_used(run_id) >= self.config.budget:
+                        break
+                    branch = self._restart_branch(run_id)
+                if branch.status == "queued":
+                    if self.store.episodes_used(run_id) >= self.config.budget:
+                        self._skip_queued(run_id)
+                        break
+                    self.store.set_branch_status(branch.id, "running")
+                    self._emit("branch", run_id, id=branch.id, status="running")
+                self._run_branch(run_id, task_id, self.store.branch(branch.id))
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            self.store.set_run_status(run_id, status, error=f"{type(exc).__name__}: {exc}")
+            self._emit("run", run_id, status=status)
+            raise
+        status = "stopped" if self.stop.is_set() else "finished"
+        self.store.set_run_status(run_id, status)
+        self._emit("run", run_id, status=status)
+
+    def _restart_branch(self, run_id: int) -> Branch:
+        root = self.store.root_node(run_id)
+        assert root is not None
+        return self.store.add_branch(run_id, "restart", root.id, depth=0)
+
+    def _skip_queued(self, run_id: int) -> None:
+        for branch in self.store.branches(run_id):
+            if branch.status == "queued":
+                self.store.set_branch_status(branch.id, "skipped", outcome="budget spent")
+
+    # --- one episode -------------------------------------------------------------------------
+    def _run_branch(self, run_id: int, task_id: str, branch: Branch) -> None:
+        prefix = self.store.path_to(branch.from_node_id)
+        own = self.store.branch_nodes(branch.id)
+        if branch.kind == "root":  # the root node (step 0) belongs to the root branch
+            own = [n for n in own if n.step > 0]
+        path = prefix + own
+        self._replay(task_id, path)
+        guidance = self._guidance(branch)
+        handle = self._prefixes.pop(branch.id, None)
+        if handle is not None:
+            self.backend.restore_prefix(handle)
+
+        while not self.stop.is_set():
+            last = path[-1]
+            if own and own[-1].id == last.id:
+                if last.success:
+                    self._finish(run_id, branch, "success")
+                    return
+                if last.done:
+                    self._reflect(run_id, branch, path, guidance, failed=True)
+                    self._finish(run_id, branch, "failure")
+                    return
+                if last.step % self.config.reflect_every == 0:
+                    # A periodic rollback queues a branch; this episode goes on (it may still succeed).
+                    self._reflect(run_id, branch, path, guidance, failed=False)
+            node = self._act(run_id, branch, path, guidance)
+            path.append(node)
+            own.append(node)
+
+    def _finish(self, run_id: int, branch: Branch, outcome: str) -> None:
+        self.store.set_branch_status(branch.id, "done", outcome)
+        self._emit("branch", run_id, id=branch.id, status="done", outcome=outcome)
+
+    def _replay(self, task_id: str, path: list[Node]) -> None:
+        """Reset the environment and replay the path's actions, checking every observation."""
+        observation = self.env.reset(task_id, self.config.task_seed)
+        if observation != path[0].observation:
+            raise ReplayMismatch(f"reset of {task_id} gave a different first observation than the stored run")
+        for node in path[1:]:
+            result = self.env.step(parse_action(node.raw_response or ""))
+            if result.observation != node.observation:
+                raise ReplayMismatch(f"replaying step {node.step} (node {node.id}) gave a different observation")
+
+    def _guidance(self, branch: Branch) -> dict[int, list[str]]:
+        chain = self.store.branch_chain(branch)
+        return guidance_by_step([(b.rollback_step, b.effective_summary or "") for b in chain if b.kind == "rollback"])
+
+    def _messages(self, path: list[Node], guidance: dict[int, list[str]]) -> list[dict[str, str]]:
+        turns = [Turn(n.raw_response or "", n.observation) for n in path[1:]]
+        return trajectory_messages(self.env.action_help, path[0].observation, turns, guidance)
+
+    def _act(self, run_id: int, branch: Branch, path: list[Node], guidance: dict[int, list[str]]) -> Node:
+        step = path[-1].step + 1
+        grammar = action_grammar(self.env.action_grammar()) if self.config.grammar else None
+        completion = self.backend.complete(
+            self._messages(path, guidance),
+            temperature=self.config.temperature,
+            max_tokens=self.config.max_tokens,
+            seed=call_seed(self.config.seed, branch.id, step, "act"),
+            grammar=grammar,
+        )
+        parsed = parse_action(completion.text)
+        result = self.env.step(parsed)
+        node = self.store.add_node(
+            run_id=run_id, branch_id=branch.id, parent_id=path[-1].id, step=step, action=parsed.action,
+            raw_response=completion.text, thought=parsed.thought, valid=result.valid,
+            observation=result.observation, feedback=result.feedback, reward=result.reward,
+            done=result.done, success=result.success, **_cost(completion),
+        )
+        self._emit("node", run_id, **node.__dict__)
+        return node
+
+    def _reflect(
+        self, run_id: int, branch: Branch, path: list[Node], guidance: dict[int, list[str]], *, failed: bool
+    ) -> None:
+        """Reflect on the path and queue the branch it asks for (skipped if done before a kill)."""
+        last = path[-1]
+        if self.store.reflection_for(last.id) is not None:
+            return
+        messages = reflection_messages(self._messages(path, guidance), last.step, failed, last.done)
+        completion = self.backend.complete(
+            messages,
+            temperature=self.config.reflect_temperature,
+            max_tokens=self.config.reflect_max_tokens,
+            seed=call_seed(self.config.seed, branch.id, last.step, "reflect"),
+            grammar=reflection_grammar(allow_none=not failed) if self.config.grammar else None,
+        )
+        reflection = parse_reflection(completion.text, last.step)
+        note = None
+        if reflection.wants_rollback and branch.depth + 1 > self.config.max_depth:
+            note = "max depth reached"
+        reflection_id = self.store.add_reflection(
+            run_id=run_id, branch_id=branch.id, node_id=last.id, trigger="failure" if failed else "periodic",
+            last_step=last.step, raw_response=completion.text,
+            rollback_step=reflection.step if reflection.wants_rollback else None,
+            summary=reflection.summary or None, parse_error=reflection.error, note=note, **_cost(completion),
+        )
+        self._emit("reflection", run_id, id=reflection_id, node_id=last.id, rollback_step=reflection.step,
+                   summary=reflection.summary, parse_error=reflection.error, note=note)
+        if not reflection.wants_rollback or note == "max depth reached":
+            return
+        assert reflection.step is not None
+        from_node = path[reflection.step - 1]
+        child = self.store.add_branch(
+            run_id, "rollback", from_node.id, branch.depth + 1, parent_branch_id=branch.id,
+            reflection_id=reflection_id, rollback_step=reflection.step, summary=reflection.summary,
+        )
+        self._save_prefix(child, path[: reflection.step])
+        self._emit("branch", run_id, id=child.id, status="queued", rollback_step=reflection.step,
+                   summary=reflection.summary, parent_branch_id=branch.id)
+
+    def _save_prefix(self, child: Branch, prefix: list[Node]) -> None:
+        """Keep the KV state of the child's shared history while the model's context still holds it."""
+        handle = self.backend.save_prefix(self._messages(prefix, self._guidance(child)))
+        if handle is None:
+            return
+        self._prefixes[child.id] = handle
+        while len(self._prefixes) > self._max_saved_prefixes:
+            self._prefixes.popitem(last=False)
+
+    def _emit(self, kind: str, run_id: int, /, **data: Any) -> None:
+        self.on_event(ExplorerEvent(kind, run_id, data))
+
+
+def _cost(completion: Completion) -> dict[str, Any]:
+    return {
+        "prompt_tokens": completion.prompt_tokens,
+        "cached_tokens": completion.cached_tokens,
+        "generated_tokens": completion.generated_tokens,
+        "seconds": completion.seconds,
+    }

@@ -1,0 +1,109 @@
+"""The prompts the agent sees: the acting conversation and the reflection request.
+
+Every prompt of a trajectory is one growing chat (system, first observation, then alternating
+assistant replies and observations), so consecutive model calls share their token prefix and the
+backend's KV cache makes each step cost only its new tokens. Experience summaries are inserted at
+the rollback step, never earlier, so a branch shares the whole history before τ with its parent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+Message = dict[str, str]
+
+SYSTEM_PROMPT = """\
+You are an agent that solves a task by interacting with an environment, one step at a time.
+Every reply has exactly two parts: a short thought, then one action:
+<think>your reasoning, at most a few sentences</think>
+<action>your action</action>
+{action_help}"""
+
+GUIDANCE_HEADER = "Experience from an earlier attempt at this task (use it to avoid the same mistake):"
+
+REFLECTION_PROMPT = """\
+{situation} Stop and reflect on the steps so far (steps 1 to {last_step}).
+Find the EARLIEST step where the trajectory went wrong, and write an experience summary: a one or \
+two sentence diagnosis of the mistake and what to do instead. The environment will be rolled back \
+to just before that step and you will try again from there with your summary as guidance.
+{none_rule}
+Reply in exactly this format:
+<think>your analysis</think>
+<rollback>step number, or none</rollback>
+<summary>diagnosis and fix</summary>"""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One past step of a trajectory as the model saw it: its raw reply and the observation after it."""
+
+    reply: str
+    observation: str
+
+
+def observation_message(step: int, observation: str, guidance: Sequence[str] = ()) -> Message:
+    """The user message shown before ``step``; guidance (experience summaries) goes at its end."""
+    text = f"Observation before step {step}:\n{observation}"
+    if guidance:
+        text += "\n\n" + GUIDANCE_HEADER + "\n" + "\n".join(f"- {g}" for g in guidance)
+    return {"role": "user", "content": text}
+
+
+def trajectory_messages(
+    action_help: str,
+    first_observation: str,
+    turns: Sequence[Turn],
+    guidance: Mapping[int, Sequence[str]] | None = None,
+) -> list[Message]:
+    """The chat that asks for step ``len(turns) + 1``.
+
+    ``guidance`` maps a step number to the summaries shown just before that step.
+    """
+    guidance = guidance or {}
+    messages: list[Message] = [
+        {"role": "system", "content": SYSTEM_PROMPT.format(action_help=action_help)},
+        observation_message(1, first_observation, guidance.get(1, ())),
+    ]
+    for index, turn in enumerate(turns, start=1):
+        messages.append({"role": "assistant", "content": turn.reply})
+        messages.append(observation_message(index + 1, turn.observation, guidance.get(index + 1, ())))
+    return messages
+
+
+def reflection_messages(trajectory: list[Message], last_step: int, failed: bool, done: bool) -> list[Message]:
+    """The trajectory chat followed by the reflection request.
+
+    The acting chat ends with the observation before the next step; the request is appended to
+    that same user message so the cached prefix stays intact.
+    """
+    if failed:
+        situation = "The episode has ended without solving the task."
+    elif done:
+        situation = "The episode has ended."
+    else:
+        situation = f"Periodic check after {last_step} steps: the task is not solved yet."
+    none_rule = (
+        "The episode failed, so some step must be redone: name it."
+        if failed
+        else "If no step should be redone, answer none."
+    )
+    request = REFLECTION_PROMPT.format(situation=situation, last_step=last_step, none_rule=none_rule)
+    last = trajectory[-1]
+    return [*trajectory[:-1], {"role": "user", "content": last["content"] + "\n\n" + request}]
+
+
+def guidance_by_step(chain: Sequence[tuple[int, str]]) -> dict[int, list[str]]:
+    """Where each experience summary of a branch chain is shown.
+
+    ``chain`` lists (rollback step τ, summary) from the oldest ancestor branch to the newest. A
+    summary is shown before its τ and stays there for the rest of the branch; when a later branch
+    rolls back to a step at or before an earlier summary, that summary moves to the new τ so the
+    guidance is never lost.
+    """
+    placed: dict[int, list[str]] = {}
+    for step, summary in chain:
+        carried = [s for pos in sorted(placed) if pos >= step for s in placed[pos]]
+        placed = {pos: items for pos, items in placed.items() if pos < step}
+        placed[step] = [*carried, summary]
+    return placed

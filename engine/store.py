@@ -1,0 +1,416 @@
+"""The SQLite store: every run, node, branch and reflection, committed as soon as it exists.
+
+One file, WAL mode (readers such as the TUI never block the explorer), foreign keys on, schema
+version recorded in ``meta``. The explorer keeps no state that is not in here, which is what lets a
+killed run resume without losing or duplicating a committed node.
+
+Tables
+- ``runs``: one Stage-1 exploration of one task (model, config, status, pid of the explorer).
+- ``branches``: an episode. The root episode (kind ``root``), a rollback branch created by a
+  reflection (kind ``rollback``: rollback step τ, experience summary as generated and as edited,
+  review state) or a fresh restart from the task's start when the queue ran dry (kind ``restart``).
+- ``nodes``: one environment step (step 0 is the reset observation, the root of the tree).
+- ``reflections``: every reflection, including "no rollback" and unparsable ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+REVIEW_STATES = ("pending", "approved", "rejected")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class StoreError(RuntimeError):
+    """A database problem a user can act on (wrong path, unknown run); one-line message."""
+
+
+@dataclass(frozen=True)
+class Node:
+    id: int
+    run_id: int
+    branch_id: int
+    parent_id: int | None
+    step: int
+    action: str | None
+    raw_response: str | None
+    thought: str | None
+    valid: bool
+    observation: str
+    feedback: str
+    reward: float
+    done: bool
+    success: bool
+    prompt_tokens: int
+    cached_tokens: int
+    generated_tokens: int
+    seconds: float
+    created_at: str
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Node:
+        values = {name: row[name] for name in cls.__dataclass_fields__}
+        for flag in ("valid", "done", "success"):
+            values[flag] = bool(values[flag])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Branch:
+    id: int
+    run_id: int
+    kind: str
+    parent_branch_id: int | None
+    reflection_id: int | None
+    from_node_id: int
+    depth: int
+    rollback_step: int | None
+    summary: str | None
+    summary_edited: str | None
+    summary_edited_at: str | None
+    review: str
+    status: str  # queued, running, done, skipped
+    outcome: str | None  # success, failure; for skipped branches why they were skipped
+    created_at: str
+    ended_at: str | None
+
+    @property
+    def effective_summary(self) -> str | None:
+        """The summary the agent is shown: the edited one when a person edited it."""
+        return self.summary_edited or self.summary
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Branch:
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+
+_TABLES: dict[str, tuple[dict[str, type], dict[str, Any]]] = {
+    "runs": (
+        {
+            "id": int, "task_id": str, "env": str, "model": str, "backend": str, "config": str,
+            "status": str, "error": str, "pid": int, "created_at": str, "updated_at": str,
+        },
+        {"pk": "id", "not_null": {"task_id", "env", "model", "config", "status"}},
+    ),
+    "branches": (
+        {
+            "id": int, "run_id": int, "kind": str, "parent_branch_id": int, "reflection_id": int,
+            "from_node_id": int, "depth": int, "rollback_step": int, "summary": str,
+            "summary_edited": str, "summary_edited_at": str, "review": str, "status": str,
+            "outcome": str, "created_at": str, "ended_at": str,
+        },
+        {
+            "pk": "id",
+            "not_null": {"run_id", "kind", "depth", "review", "status"},
+            "foreign_keys": [("run_id", "runs", "id"), ("parent_branch_id", "branches", "id")],
+        },
+    ),
+    "nodes": (
+        {
+            "id": int, "run_id": int, "branch_id": int, "parent_id": int, "step": int, "action": str,
+            "raw_response": str, "thought": str, "valid": int, "observation": str, "feedback": str,
+            "reward": float, "done": int, "success": int, "prompt_tokens": int, "cached_tokens": int,
+            "generated_tokens": int, "seconds": float, "created_at": str,
+        },
+        {
+            "pk": "id",
+            "not_null": {"run_id", "branch_id", "step", "observation"},
+            "foreign_keys": [("run_id", "runs", "id"), ("branch_id", "branches", "id"), ("parent_id", "nodes", "id")],
+        },
+    ),
+    "reflections": (
+        {
+            "id": int, "run_id": int, "branch_id": int, "node_id": int, "trigger": str, "last_step": int,
+            "raw_response": str, "rollback_step": int, "summary": str, "parse_error": str, "note": str,
+            "prompt_tokens": int, "cached_tokens": int, "generated_tokens": int, "seconds": float,
+            "created_at": str,
+        },
+        {
+            "pk": "id",
+            "not_null": {"run_id", "branch_id", "node_id", "trigger"},
+            "foreign_keys": [("run_id", "runs", "id"), ("branch_id", "branches", "id"), ("node_id", "nodes", "id")],
+        },
+    ),
+}
+
+_INDEXES = [("nodes", ["run_id"]), ("nodes", ["branch_id"]), ("nodes", ["parent_id"]), ("branches", ["run_id"]),
+            ("reflections", ["run_id"]), ("reflections", ["node_id"])]
+
+
+class Store:
+    """Access to one leafe SQLite file."""
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        self.path = Path(path).expanduser()
+        if not create and not self.path.exists():
+            raise StoreError(f"no database at {self.path}: give --db the path of a leafe database")
+        if self.path.exists() and self.path.is_dir():
+            raise StoreError(f"{self.path} is a folder; --db expects a database file path")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            self.db = sqlite_utils.Database(conn)
+            self.db.enable_wal()
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a leafe database ({exc})") from exc
+
+    # --- schema ----------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        meta = self.db["meta"]
+        if not meta.exists():
+            self.db["meta"].create({"key": str, "value": str}, pk="key")
+        row = next(self.db.query("select value from meta where key = 'schema_version'"), None)
+        version = int(row["value"]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}; this leafe knows up to {SCHEMA_VERSION}: upgrade leafe"
+            )
+        if version < 1:
+            for name, (columns, options) in _TABLES.items():
+                self.db[name].create(columns, if_not_exists=True, **options)
+            for table, cols in _INDEXES:
+                self.db[table].create_index(cols, if_not_exists=True)
+            self.db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- runs ------------------------------------------------------------------------------
+    def create_run(self, task_id: str, env: str, model: str, backend: str, config: dict[str, Any]) -> int:
+        stamp = now()
+        table = self.db["runs"]
+        table.insert(
+            {
+                "task_id": task_id, "env": env, "model": model, "backend": backend,
+                "config": json.dumps(config, sort_keys=True), "status": "running", "error": None,
+                "pid": os.getpid(), "created_at": stamp, "updated_at": stamp,
+            }
+        )
+        return int(table.last_pk)
+
+    def get_run(self, run_id: int) -> dict[str, Any]:
+        try:
+            row = self.db["runs"].get(run_id)
+        except sqlite_utils.db.NotFoundError:
+            raise StoreError(f"no run {run_id} in {self.path}: `leafe runs --db {self.path}` lists them") from None
+        row["config"] = json.loads(row["config"])
+        return row
+
+    def set_run_status(self, run_id: int, status: str, error: str | None = None) -> None:
+        self.db["runs"].update(run_id, {"status": status, "error": error, "updated_at": now(), "pid": os.getpid()})
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        rows = list(
+            self.db.query(
+                """
+                select r.*,
+                  (select count(*) from nodes n where n.run_id = r.id and n.step > 0) as steps,
+                  (select count(*) from branches b where b.run_id = r.id and b.status in ('running', 'done'))
+                     as episodes,
+                  (select count(*) from branches b where b.run_id = r.id and b.kind = 'rollback') as rollbacks,
+                  (select count(*) from branches b where b.run_id = r.id and b.outcome = 'success')
+                     as successes
+                from runs r order by r.id
+                """
+            )
+        )
+        for row in rows:
+            row["config"] = json.loads(row["config"])
+            row["status"] = self.effective_status(row)
+        return rows
+
+    @staticmethod
+    def effective_status(run: dict[str, Any]) -> str:
+        """A run marked running whose explorer process is gone was interrupted (killed)."""
+        if run["status"] != "running" or not run.get("pid"):
+            return run["status"]
+        try:
+            os.kill(int(run["pid"]), 0)
+        except ProcessLookupError:
+            return "interrupted"
+        except PermissionError:
+            pass
+        return "running"
+
+    # --- branches ---------------------------------------------------------------------------
+    def add_branch(
+        self,
+        run_id: int,
+        kind: str,
+        from_node_id: int,
+        depth: int,
+        *,
+        parent_branch_id: int | None = None,
+        reflection_id: int | None = None,
+        rollback_step: int | None = None,
+        summary: str | None = None,
+        status: str = "queued",
+    ) -> Branch:
+        table = self.db["branches"]
+        table.insert(
+            {
+                "run_id": run_id, "kind": kind, "parent_branch_id": parent_branch_id,
+                "reflection_id": reflection_id, "from_node_id": from_node_id, "depth": depth,
+                "rollback_step": rollback_step, "summary": summary, "summary_edited": None,
+                "summary_edited_at": None, "review": "pending", "status": status, "outcome": None,
+                "created_at": now(), "ended_at": None,
+            }
+        )
+        return self.branch(int(table.last_pk))
+
+    def branch(self, branch_id: int) -> Branch:
+        return Branch.from_row(self.db["branches"].get(branch_id))
+
+    def branches(self, run_id: int) -> list[Branch]:
+        rows = self.db["branches"].rows_where("run_id = ?", [run_id], order_by="id")
+        return [Branch.from_row(r) for r in rows]
+
+    def set_branch_status(self, branch_id: int, status: str, outcome: str | None = None) -> None:
+        values: dict[str, Any] = {"status": status}
+        if status in ("done", "skipped"):
+            values["ended_at"] = now()
+            values["outcome"] = outcome
+        self.db["branches"].update(branch_id, values)
+
+    def next_branch(self, run_id: int) -> Branch | None:
+        """The branch the explorer works on next: one left running by a killed run, else the oldest queued."""
+        for status in ("running", "queued"):
+            row = next(
+                self.db["branches"].rows_where("run_id = ? and status = ?", [run_id, status], order_by="id", limit=1),
+                None,
+            )
+            if row:
+                return Branch.from_row(row)
+        return None
+
+    def episodes_used(self, run_id: int) -> int:
+        return self.db["branches"].count_where("run_id = ? and status in ('running', 'done')", [run_id])
+
+    def branch_chain(self, branch: Branch) -> list[Branch]:
+        """The branch and its ancestors, oldest first."""
+        chain = [branch]
+        while chain[-1].parent_branch_id is not None:
+            chain.append(self.branch(chain[-1].parent_branch_id))
+        return chain[::-1]
+
+    def set_review(self, branch_id: int, review: str) -> None:
+        if review not in REVIEW_STATES:
+            raise StoreError(f"review must be one of {', '.join(REVIEW_STATES)}, not {review!r}")
+        self.db["branches"].update(branch_id, {"review": review})
+
+    def edit_summary(self, branch_id: int, text: str) -> None:
+        """Record a person's edit; the generated summary is kept alongside."""
+        self.db["branches"].update(branch_id, {"summary_edited": text, "summary_edited_at": now()})
+
+    # --- nodes -----------------------------------------------------------------------------
+    def add_node(self, **values: Any) -> Node:
+        values.setdefault("created_at", now())
+        for flag in ("valid", "done", "success"):
+            values[flag] = int(bool(values.get(flag, False)))
+        for count in ("prompt_tokens", "cached_tokens", "generated_tokens"):
+            values.setdefault(count, 0)
+        values.setdefault("seconds", 0.0)
+        values.setdefault("reward", 0.0)
+        values.setdefault("feedback", "")
+        for optional in ("parent_id", "action", "raw_response", "thought"):
+            values.setdefault(optional, None)
+        table = self.db["nodes"]
+        table.insert(values)
+        return self.node(int(table.last_pk))
+
+    def node(self, node_id: int) -> Node:
+        return Node.from_row(self.db["nodes"].get(node_id))
+
+    def nodes(self, run_id: int) -> list[Node]:
+        return [Node.from_row(r) for r in self.db["nodes"].rows_where("run_id = ?", [run_id], order_by="id")]
+
+    def branch_nodes(self, branch_id: int) -> list[Node]:
+        rows = self.db["nodes"].rows_where("branch_id = ?", [branch_id], order_by="step")
+        return [Node.from_row(r) for r in rows]
+
+    def path_to(self, node_id: int) -> list[Node]:
+        """Nodes from the root (step 0) down to ``node_id``, inclusive."""
+        rows = self.db.query(
+            """
+            with recursive path(id, parent_id) as (
+              select id, parent_id from nodes where id = ?
+              union all
+              select n.id, n.parent_id from nodes n join path p on n.id = p.parent_id
+            )
+            select nodes.* from nodes join path using (id) order by nodes.step
+            """,
+            [node_id],
+        )
+        return [Node.from_row(r) for r in rows]
+
+    def root_node(self, run_id: int) -> Node | None:
+        row = next(self.db["nodes"].rows_where("run_id = ? and step = 0", [run_id], limit=1), None)
+        return Node.from_row(row) if row else None
+
+    # --- reflections -----------------------------------------------------------------------
+    def add_reflection(self, **values: Any) -> int:
+        values.setdefault("created_at", now())
+        table = self.db["reflections"]
+        table.insert(values)
+        return int(table.last_pk)
+
+    def reflection_for(self, node_id: int) -> dict[str, Any] | None:
+        return next(self.db["reflections"].rows_where("node_id = ?", [node_id], limit=1), None)
+
+    def reflections(self, run_id: int) -> list[dict[str, Any]]:
+        return list(self.db["reflections"].rows_where("run_id = ?", [run_id], order_by="id"))
+
+    # --- summaries -------------------------------------------------------------------------
+    def run_totals(self, run_id: int) -> dict[str, Any]:
+        """Token, time and step totals of a run, actions and reflections together."""
+        totals: dict[str, Any] = {}
+        for table in ("nodes", "reflections"):
+            row = next(
+                self.db.query(
+                    f"""select count(*) as calls, coalesce(sum(prompt_tokens), 0) as prompt_tokens,
+                        coalesce(sum(cached_tokens), 0) as cached_tokens,
+                        coalesce(sum(generated_tokens), 0) as generated_tokens,
+                        coalesce(sum(seconds), 0) as seconds
+                        from {table} where run_id = ? {"and step > 0" if table == "nodes" else ""}""",
+                    [run_id],
+                )
+            )
+            for key, value in row.items():
+                totals[key] = totals.get(key, 0) + value
+        totals["steps"] = self.db["nodes"].count_where("run_id = ? and step > 0", [run_id])
+        totals["episodes"] = self.episodes_used(run_id)
+        totals["successes"] = self.db["branches"].count_where("run_id = ? and outcome = 'success'", [run_id])
+        totals["evaluated_tokens"] = totals["prompt_tokens"] - totals["cached_tokens"]
+        return totals
+
+    def tree(self, run_id: int) -> dict[str, Any]:
+        """One run as plain data: the run, its nodes, its branches (with their reflections) and totals."""
+        run = self.get_run(run_id)
+        run["status"] = self.effective_status(run)
+        reflections = {r["id"]: r for r in self.reflections(run_id)}
+        branches = []
+        for branch in self.branches(run_id):
+            item = dict(branch.__dict__)
+            item["reflection"] = reflections.get(branch.reflection_id) if branch.reflection_id else None
+            branches.append(item)
+        return {
+            "run": run,
+            "nodes": [dict(n.__dict__) for n in self.nodes(run_id)],
+            "branches": branches,
+            "reflections": list(reflections.values()),
+            "totals": self.run_totals(run_id),
+        }

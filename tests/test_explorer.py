@@ -1,0 +1,191 @@
+"""Breadth-first Stage-1 logic on the scripted backend and a test environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.backends.scripted import ScriptedBackend
+from engine.explorer import ExploreConfig, Explorer
+from engine.store import Store
+from tests.doubles import PathTestEnv, act, guided, is_reflection, reflect
+
+
+def letter_policy(word: str, wrong_at: int = 2, rollback_to: int = 2):
+    """Right letters, except a wrong one at ``wrong_at`` unless guided; reflections roll back."""
+
+    def reply(messages: list[dict[str, str]]) -> str:
+        if is_reflection(messages):
+            return reflect(rollback_to, f"at step {rollback_to} write {word[rollback_to - 1]!r}")
+        step = sum(1 for m in messages if m["role"] == "assistant") + 1
+        if step == wrong_at and not guided(messages):
+            return act("x")
+        return act(word[step - 1])
+
+    return reply
+
+
+def explore(store: Store, reply, task: str = "path/abc", **config) -> tuple[int, ScriptedBackend]:
+    backend = ScriptedBackend(reply_fn=reply)
+    run_id = Explorer(store, backend, PathTestEnv(), ExploreConfig(**config)).start(task, "scripted")
+    return run_id, backend
+
+
+def test_failure_reflection_creates_branch_that_recovers(store: Store) -> None:
+    run_id, backend = explore(store, letter_policy("abc"), budget=2)
+    branches = store.branches(run_id)
+    assert [b.kind for b in branches] == ["root", "rollback"]
+    root, branch = branches
+    assert root.outcome == "failure" and branch.outcome == "success"
+    assert branch.rollback_step == 2 and branch.summary == "at step 2 write 'b'"
+    assert branch.parent_branch_id == root.id and branch.depth == 1 and branch.review == "pending"
+
+    nodes = {n.id: n for n in store.nodes(run_id)}
+    first = store.branch_nodes(branch.id)[0]
+    assert first.step == 2 and nodes[first.parent_id].step == 1 and nodes[first.parent_id].branch_id == root.id
+    path = store.path_to(store.branch_nodes(branch.id)[-1].id)
+    assert [n.action for n in path] == [None, "a", "b", "c"] and path[-1].success
+
+    reflection = store.reflections(run_id)[0]
+    assert reflection["trigger"] == "failure" and reflection["rollback_step"] == 2
+    assert branch.reflection_id == reflection["id"]
+    # the branch's first prompt carries the summary right before step 2, and shares the history
+    branch_prompt = backend.prompts[3]
+    assert "at step 2 write 'b'" in branch_prompt[-1]["content"]
+    assert "Observation before step 2" in branch_prompt[-1]["content"]
+    assert branch_prompt[:3] == backend.prompts[0][:2] + [branch_prompt[2]]
+
+
+def test_branch_reuses_saved_prefix(store: Store) -> None:
+    run_id, _ = explore(store, letter_policy("abc"), budget=2)
+    branch = store.branches(run_id)[1]
+    first = store.branch_nodes(branch.id)[0]
+    assert first.cached_tokens > 0 and first.cached_tokens < first.prompt_tokens
+
+
+def test_exploration_continues_after_success_until_budget(store: Store) -> None:
+    run_id, _ = explore(store, letter_policy("abc"), budget=3)
+    kinds = [(b.kind, b.status, b.outcome) for b in store.branches(run_id)]
+    assert kinds == [
+        ("root", "done", "failure"),
+        ("rollback", "done", "success"),
+        ("restart", "done", "failure"),
+        ("rollback", "skipped", "budget spent"),
+    ]
+    assert store.episodes_used(run_id) == 3
+    assert store.get_run(run_id)["status"] == "finished"
+
+
+def test_breadth_first_order_and_max_depth(store: Store) -> None:
+    # Periodic reflections after steps 2 and 4 each queue a branch; the episode goes on and fails.
+    def reply(messages):
+        if is_reflection(messages):
+            return reflect(1, "start differently")
+        step = sum(1 for m in messages if m["role"] == "assistant") + 1
+        return act("x" if step == 5 else "abcdefg"[step - 1])
+
+    run_id, _ = explore(store, reply, task="path/abcdefg", budget=12, max_depth=2, reflect_every=2)
+    branches = store.branches(run_id)
+    started = [b for b in branches if b.status == "done"]
+    depths = [b.depth for b in started if b.kind != "restart"]
+    assert depths[:1] == [0] and depths == sorted(depths)  # FIFO: shallower branches run first
+    assert len([b for b in branches if b.depth == 1]) == 3  # two periodic + one failure reflection
+    assert max(b.depth for b in branches) == 2
+    deep = [r for r in store.reflections(run_id) if r["note"] == "max depth reached"]
+    assert deep and all(not any(b.reflection_id == r["id"] for b in branches) for r in deep)
+
+
+def test_unparsable_and_no_rollback_reflections_spawn_no_branch(store: Store) -> None:
+    answers = iter(["I am not sure what to do", reflect("none")])
+
+    def reply(messages):
+        if is_reflection(messages):
+            return next(answers)
+        step = sum(1 for m in messages if m["role"] == "assistant") + 1
+        return act("x" if step == 2 else "abc"[step - 1])
+
+    run_id, _ = explore(store, reply, budget=2)
+    reflections = store.reflections(run_id)
+    assert reflections[0]["parse_error"] and reflections[0]["rollback_step"] is None
+    assert reflections[1]["parse_error"] is None and reflections[1]["rollback_step"] is None
+    assert [b.kind for b in store.branches(run_id)] == ["root", "restart"]
+
+
+def test_periodic_reflection_every_k_steps(store: Store) -> None:
+    calls: list[int] = []
+
+    def reply(messages):
+        step = sum(1 for m in messages if m["role"] == "assistant")
+        if is_reflection(messages):
+            calls.append(step)
+            return reflect("none")
+        return act("abcdefg"[step])
+
+    run_id, _ = explore(store, reply, task="path/abcdefg", budget=1, reflect_every=2)
+    assert calls == [2, 4, 6]  # after steps 2 and 4; step 6 ends the episode out of steps
+    triggers = [r["trigger"] for r in store.reflections(run_id)]
+    assert triggers == ["periodic", "periodic", "failure"]
+
+
+def test_periodic_rollback_queues_a_branch_and_the_episode_goes_on(store: Store) -> None:
+    def reply(messages):
+        step = sum(1 for m in messages if m["role"] == "assistant")
+        if is_reflection(messages):
+            return reflect(1, "be quicker")
+        return act("abcdefg"[step])
+
+    run_id, _ = explore(store, reply, task="path/abcdefg", budget=1, reflect_every=2)
+    root, *queued = store.branches(run_id)
+    assert len(store.branch_nodes(root.id)) == 7  # step 0 + six steps: the episode ran to its end
+    # periodic reflections after steps 2 and 4, and the failure one after step 6
+    assert [b.rollback_step for b in queued] == [1, 1, 1] and all(b.status == "skipped" for b in queued)
+
+
+def test_invalid_reply_is_an_invalid_step(store: Store) -> None:
+    replies = iter(["I think the answer is a", act("a"), act("b"), act("c")])
+    run_id, _ = explore(store, lambda m: reflect("none") if is_reflection(m) else next(replies), budget=1)
+    first = store.nodes(run_id)[1]
+    assert not first.valid and first.action is None and "no <action>" in first.feedback
+    assert store.nodes(run_id)[-1].success
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL in-process: nothing after the raise runs."""
+
+
+def test_resume_after_kill_neither_loses_nor_duplicates(tmp_path) -> None:
+    reference = Store(tmp_path / "reference.db")
+    ref_id, _ = explore(reference, letter_policy("abc"), budget=3)
+
+    store = Store(tmp_path / "killed.db")
+    calls = {"n": 0}
+    policy = letter_policy("abc")
+
+    def dying(messages):
+        calls["n"] += 1
+        if calls["n"] == 5:  # the first step of the branch, after its reflection was committed
+            raise Killed
+        return policy(messages)
+
+    with pytest.raises(Killed):
+        explore(store, dying, budget=3)
+    run_id = store.list_runs()[0]["id"]
+    committed = [(n.branch_id, n.step) for n in store.nodes(run_id)]
+    Explorer(store, ScriptedBackend(reply_fn=policy), PathTestEnv(), ExploreConfig(budget=3)).resume(run_id)
+
+    nodes = [(n.branch_id, n.step, n.action) for n in store.nodes(run_id)]
+    assert [(b, s) for b, s, _ in nodes[: len(committed)]] == committed
+    assert len(set((b, s) for b, s, _ in nodes)) == len(nodes)  # no duplicated step
+    assert nodes == [(n.branch_id, n.step, n.action) for n in reference.nodes(ref_id)]
+    assert len(store.reflections(run_id)) == len(reference.reflections(ref_id))
+    assert store.get_run(run_id)["status"] == "finished"
+
+
+def test_settings_are_recorded_with_the_run(store: Store) -> None:
+    run_id, _ = explore(store, letter_policy("abc"), budget=2, max_depth=1, reflect_every=3, seed=7)
+    config = store.get_run(run_id)["config"]
+    assert (config["budget"], config["max_depth"], config["reflect_every"], config["seed"]) == (2, 1, 3, 7)
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="--budget"):
+        ExploreConfig(budget=0).validate()
