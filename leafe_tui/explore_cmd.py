@@ -1,0 +1,139 @@
+"""``leafe explore``: resolve the model, open the store, run (or resume) the explorer with a live view."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
+
+from engine.backends.base import BackendError
+from engine.envs import env_for_task
+from engine.envs.base import TaskNotFound
+from engine.explorer import ExploreConfig, Explorer, ExplorerEvent, ReplayMismatch
+from engine.store import Store, StoreError
+from leafe_tui.render import node_label, totals_line, tree_renderable
+
+
+@dataclass
+class ExploreRequest:
+    tasks: list[str]
+    model: str
+    db: Path
+    resume: int | None = None
+    tasks_file: Path | None = None
+    n_ctx: int = 8192
+    cache: bool = True
+    as_json: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+class LiveView:
+    """Redraws the run's tree and figures whenever the explorer commits something."""
+
+    def __init__(self, store: Store, live: Live | None, console: Console) -> None:
+        self.store = store
+        self.live = live
+        self.console = console
+
+    def __call__(self, event: ExplorerEvent) -> None:
+        if self.live is not None:
+            data = self.store.tree(event.run_id)
+            budget = data["run"]["config"].get("budget")
+            self.live.update(Group(tree_renderable(data), totals_line(data["totals"], budget)))
+        elif event.kind == "node":
+            line = Text(f"run {event.run_id} branch #{event.data['branch_id']} ")
+            self.console.print(line + node_label(event.data), highlight=False)
+        elif event.kind == "reflection":
+            data = event.data
+            what = data["parse_error"] or (
+                f"roll back to step {data['rollback_step']}: {data['summary']}" if data["rollback_step"] else "no rollback"
+            )
+            self.console.print(f"run {event.run_id} reflection at node {data['node_id']}: {what}", highlight=False)
+
+
+def _load_backend(request: ExploreRequest, err: Console):
+    from engine.backends.llama import LlamaCppBackend
+    from engine.models import DEFAULT_MODEL, ModelError, resolve_model
+
+    name = request.model or DEFAULT_MODEL
+    try:
+        path = resolve_model(name)
+    except ModelError as exc:
+        raise ValueError(str(exc)) from None
+    with err.status(f"loading {path.name} into llama.cpp…"):
+        backend = LlamaCppBackend(path, n_ctx=request.n_ctx, reuse_prefix=request.cache)
+    return name, backend
+
+
+def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> int:
+    """Run the request; return the process exit code."""
+    try:
+        store = Store(request.db)
+        if request.resume is not None:
+            run = store.get_run(request.resume)
+            if Store.effective_status(run) == "running":
+                raise ValueError(f"run {request.resume} is still running in another process (pid {run['pid']})")
+            if run["status"] == "finished":
+                raise ValueError(f"run {request.resume} already finished; nothing to resume")
+            jobs = [(run["task_id"], run)]
+            request.model = request.model or run["model"]
+        else:
+            jobs = [(task, None) for task in request.tasks]
+        envs = {task: env_for_task(task, tasks_file=request.tasks_file) for task, _ in jobs}
+        config = ExploreConfig.from_dict(jobs[0][1]["config"] if jobs[0][1] else request.config)
+        config.validate()
+        model_name, backend = _load_backend(request, err)
+    except (ValueError, TaskNotFound, StoreError, BackendError, OSError) as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+
+    run_ids: list[int] = []
+    interactive = console.is_terminal and not request.as_json
+    try:
+        for task, existing in jobs:
+            with Live(console=console, refresh_per_second=4, transient=False) if interactive else _Null() as live:
+                view = LiveView(store, live if interactive else None, err if request.as_json else console)
+                explorer = Explorer(store, backend, envs[task], config, on_event=view)
+                if existing is not None:
+                    run_ids.append(explorer.resume(existing["id"]))
+                else:
+                    run_ids.append(explorer.start(task, model_name))
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: resume with "
+                  f"`leafe explore --resume {_last_run(store)} --db {store.path}`")
+        return 130
+    except (BackendError, ReplayMismatch) as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 1
+    finally:
+        backend.close()
+
+    if request.as_json:
+        sys.stdout.write(json.dumps([store.tree(r) for r in run_ids], indent=2, default=str) + "\n")
+        return 0
+    for run_id in run_ids:
+        data = store.tree(run_id)
+        if not interactive:
+            console.print(tree_renderable(data))
+        console.print(totals_line(data["totals"], data["run"]["config"].get("budget")))
+    console.print(f"database: {store.path}  (leafe tree {run_ids[-1]} --db {store.path})", highlight=False)
+    return 0
+
+
+def _last_run(store: Store) -> int | str:
+    runs = store.list_runs()
+    return runs[-1]["id"] if runs else "RUN"
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,126 @@
+"""Rich renderings of runs and rollback trees, shared by ``leafe tree`` and the live view."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+OUTCOME_STYLE = {"success": ("✓", "bold green"), "failure": ("✗", "red"), None: ("…", "yellow")}
+
+
+def short_action(action: str | None, width: int = 48) -> str:
+    """One-line form of an action: code becomes "N lines: first line"."""
+    if action is None:
+        return "(unparsable reply)"
+    lines = [line for line in action.splitlines() if line.strip()]
+    if len(lines) > 1:
+        text = f"{len(lines)} lines: {lines[0].strip()}"
+    else:
+        text = lines[0].strip() if lines else ""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _first_line(text: str, width: int = 70) -> str:
+    line = next((s.strip() for s in text.splitlines() if s.strip()), "")
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def node_label(node: dict[str, Any]) -> Text:
+    if node["success"]:
+        symbol, style = "✓", "bold green"
+    elif not node["valid"]:
+        symbol, style = "⚠", "magenta"
+    elif node["done"]:
+        symbol, style = "✗", "red"
+    else:
+        symbol, style = "·", "white"
+    label = Text(f"{node['step']:>2} ", style="dim")
+    label.append(f"{symbol} ", style=style)
+    label.append(short_action(node["action"]), style=style if node["success"] else "")
+    if node["feedback"]:
+        label.append(f"  {_first_line(node['feedback'])}", style="dim")
+    return label
+
+
+def branch_label(branch: dict[str, Any]) -> Text:
+    symbol, style = OUTCOME_STYLE.get(branch["outcome"], ("–", "dim"))
+    if branch["status"] == "queued":
+        symbol, style = "⏳", "yellow"
+    elif branch["status"] == "skipped":
+        symbol, style = "–", "dim"
+    label = Text()
+    if branch["kind"] == "rollback":
+        label.append(f"↺ branch #{branch['id']} ", style="bold cyan")
+        label.append(f"τ={branch['rollback_step']} ", style="cyan")
+    else:
+        label.append(f"● episode #{branch['id']} ({branch['kind']}) ", style="bold")
+    label.append(f"{symbol} {branch['outcome'] or branch['status']}", style=style)
+    summary = branch.get("summary_edited") or branch.get("summary")
+    if summary:
+        label.append(f"  “{_first_line(summary, 90)}”", style="italic")
+    return label
+
+
+def tree_renderable(data: dict[str, Any]) -> Tree:
+    """A Rich tree of one run (``Store.tree`` data): episodes, their steps, and branches nested
+    under the step they roll back from."""
+    run = data["run"]
+    root = Tree(
+        Text.assemble(
+            (f"run {run['id']} ", "bold"), (run["task_id"], "bold blue"),
+            f"  {run['model']}  ", (run["status"], "green" if run["status"] == "finished" else "yellow"),
+        )
+    )
+    nodes_by_branch: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for node in data["nodes"]:
+        if node["step"] > 0:
+            nodes_by_branch[node["branch_id"]].append(node)
+    forks: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for branch in data["branches"]:
+        forks[branch["from_node_id"]].append(branch)
+    root_node = next((n for n in data["nodes"] if n["step"] == 0), None)
+
+    def add_branch(parent: Tree, branch: dict[str, Any]) -> None:
+        subtree = parent.add(branch_label(branch))
+        for node in nodes_by_branch.get(branch["id"], []):
+            child = subtree.add(node_label(node))
+            for fork in forks.get(node["id"], []):
+                add_branch(child, fork)
+
+    if root_node is not None:
+        for branch in forks.get(root_node["id"], []):
+            add_branch(root, branch)
+    return root
+
+
+def totals_line(totals: dict[str, Any], budget: int | None = None) -> Text:
+    """Steps, episodes, successes and token figures of a run in one line."""
+    seconds = totals["seconds"] or 0.0
+    rate = totals["generated_tokens"] / seconds if seconds else 0.0
+    text = Text()
+    episodes = f"{totals['episodes']}/{budget}" if budget else str(totals["episodes"])
+    text.append(f"episodes {episodes}  steps {totals['steps']}  ")
+    text.append(f"successes {totals['successes']}  ", style="green" if totals["successes"] else "")
+    text.append(
+        f"prompt {totals['prompt_tokens']} tok (reused {totals['cached_tokens']}, "
+        f"evaluated {totals['evaluated_tokens']})  generated {totals['generated_tokens']} tok  "
+        f"{rate:.1f} tok/s  model time {seconds:.1f}s",
+        style="dim",
+    )
+    return text
+
+
+def runs_table(runs: list[dict[str, Any]]) -> Table:
+    table = Table(title="runs", title_justify="left")
+    for column in ("run", "task", "model", "status", "episodes", "steps", "branches", "successes", "created"):
+        table.add_column(column, justify="right" if column in {"run", "episodes", "steps"} else "left")
+    for run in runs:
+        table.add_row(
+            str(run["id"]), run["task_id"], run["model"], run["status"], str(run["episodes"]),
+            str(run["steps"]), str(run["rollbacks"]), str(run["successes"]), run["created_at"][:19],
+        )
+    return table

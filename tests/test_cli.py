@@ -1,0 +1,130 @@
+"""The `leafe` CLI verbs through Typer's runner: JSON shapes, examples, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.backends.scripted import ScriptedBackend
+from engine.envs.sokoban import SokobanEnv
+from engine.envs.sokoban import load_level
+from engine.envs.sokoban_levels import solve
+from engine.explorer import ExploreConfig, Explorer
+from engine.store import Store
+from leafe_tui.cli import app
+from tests.doubles import PathTestEnv, act, guided, is_reflection, reflect
+
+runner = CliRunner()
+
+
+def invoke(*args: str, input: str | None = None):
+    return runner.invoke(app, list(args), input=input)
+
+
+def test_tasks_list_json_covers_both_environments() -> None:
+    result = invoke("tasks", "list", "--json")
+    assert result.exit_code == 0, result.output
+    ids = {row["id"] for row in json.loads(result.stdout)}
+    assert any(i.startswith("sokoban/") for i in ids) and any(i.startswith("code/suite/") for i in ids)
+    assert any(i.startswith("code/humaneval/") for i in ids)
+
+
+def test_tasks_list_filters_by_env() -> None:
+    result = invoke("tasks", "list", "--env", "sokoban", "--json")
+    assert {row["env"] for row in json.loads(result.stdout)} == {"sokoban"}
+
+
+def test_play_with_actions_file_solves_a_level(tmp_path: Path) -> None:
+    env = SokobanEnv()
+    moves = solve(load_level("sokoban/fixed-1"))
+    assert moves
+    actions = tmp_path / "moves.json"
+    actions.write_text(json.dumps(moves))
+    result = invoke("play", "sokoban/fixed-1", "--actions", str(actions), "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["observation"] == env.reset("sokoban/fixed-1")
+    assert len(record["steps"]) == len(moves) and record["steps"][-1]["success"]
+
+
+def test_play_interactively_reads_actions_from_stdin() -> None:
+    result = invoke("play", "sokoban/fixed-1", input="jump\n")
+    assert result.exit_code == 0
+    assert "Invalid action" in result.output and "not solved after 1 steps" in result.output
+
+
+def test_play_shows_invalid_moves_in_json(tmp_path: Path) -> None:
+    actions = tmp_path / "a.json"
+    actions.write_text(json.dumps(["sideways"]))
+    result = invoke("play", "sokoban/fixed-1", "--actions", str(actions), "--json")
+    step = json.loads(result.stdout)["steps"][0]
+    assert not step["valid"] and "up, down, left, right" in step["feedback"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("play", "nosuchenv/1"), "unknown environment"),
+        (("play", "sokoban/nope"), "sokoban"),
+        (("play", "no-slash"), "ENV/NAME"),
+        (("play", "sokoban/fixed-1", "--actions", "/nonexistent/moves.json"), "no actions file"),
+        (("tree", "1", "--db", "/nonexistent/dir/leafe.db"), "no database"),
+        (("explore",), "at least one task"),
+        (("explore", "sokoban/fixed-1", "--model", "no-such-model"), "unknown model"),
+        (("explore", "sokoban/fixed-1", "--model", "/tmp/not-here.gguf"), "not-here.gguf"),
+        (("explore", "sokoban/fixed-1", "--budget", "0"), "--budget"),
+    ],
+)
+def test_user_mistakes_get_one_line_errors(args: tuple[str, ...], expected: str) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    message = result.output.strip()
+    assert expected.lower() in message.lower()
+    assert "Traceback" not in message and len(message.splitlines()) <= 2
+
+
+def _scripted_run(db: Path) -> int:
+    def reply(messages):
+        if is_reflection(messages):
+            return reflect(2, "at step 2 write 'b'")
+        step = sum(1 for m in messages if m["role"] == "assistant") + 1
+        return act("x" if step == 2 and not guided(messages) else "abc"[step - 1])
+
+    store = Store(db)
+    run_id = Explorer(store, ScriptedBackend(reply_fn=reply), PathTestEnv(), ExploreConfig(budget=2)).start(
+        "path/abc", "scripted"
+    )
+    store.close()
+    return run_id
+
+
+def test_runs_and_tree_json(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    run_id = _scripted_run(db)
+    listed = json.loads(invoke("runs", "--db", str(db), "--json").stdout)
+    assert [r["id"] for r in listed] == [run_id] and listed[0]["successes"] == 1
+    data = json.loads(invoke("tree", str(run_id), "--db", str(db), "--json").stdout)
+    node_keys = {"id", "parent_id", "action", "feedback", "success", "prompt_tokens", "cached_tokens",
+                 "generated_tokens"}
+    assert all(node_keys <= set(n) for n in data["nodes"])
+    rollback = [b for b in data["branches"] if b["kind"] == "rollback"]
+    assert rollback and {"id", "rollback_step", "summary"} <= set(rollback[0])
+    assert rollback[0]["reflection"]["raw_response"].startswith("<think>")
+
+
+def test_tree_prints_branch_with_summary(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    run_id = _scripted_run(db)
+    result = invoke("tree", str(run_id), "--db", str(db))
+    assert result.exit_code == 0
+    assert "branch #2" in result.output and "at step 2 write 'b'" in result.output and "τ=2" in result.output
+
+
+def test_unknown_run_is_a_one_line_error(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    _scripted_run(db)
+    result = invoke("tree", "99", "--db", str(db))
+    assert result.exit_code == 2 and "no run 99" in result.output
