@@ -90,6 +90,7 @@ def _load_all() -> tuple[tuple[CodeProblem, str], ...]:
     )
 
 
+@cache
 def load_suite(difficulty: str | None = None) -> tuple[CodeProblem, ...]:
     """All suite problems, sorted by file name (cached); optionally only one ``difficulty``."""
     if difficulty is not None and difficulty not in DIFFICULTIES:
