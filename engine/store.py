@@ -99,17 +99,38 @@ class Branch:
 _TABLES: dict[str, tuple[dict[str, type], dict[str, Any]]] = {
     "runs": (
         {
-            "id": int, "task_id": str, "env": str, "model": str, "backend": str, "config": str,
-            "status": str, "error": str, "pid": int, "created_at": str, "updated_at": str,
+            "id": int,
+            "task_id": str,
+            "env": str,
+            "model": str,
+            "backend": str,
+            "config": str,
+            "status": str,
+            "error": str,
+            "pid": int,
+            "created_at": str,
+            "updated_at": str,
         },
         {"pk": "id", "not_null": {"task_id", "env", "model", "config", "status"}},
     ),
     "branches": (
         {
-            "id": int, "run_id": int, "kind": str, "parent_branch_id": int, "reflection_id": int,
-            "from_node_id": int, "depth": int, "rollback_step": int, "summary": str,
-            "summary_edited": str, "summary_edited_at": str, "review": str, "status": str,
-            "outcome": str, "created_at": str, "ended_at": str,
+            "id": int,
+            "run_id": int,
+            "kind": str,
+            "parent_branch_id": int,
+            "reflection_id": int,
+            "from_node_id": int,
+            "depth": int,
+            "rollback_step": int,
+            "summary": str,
+            "summary_edited": str,
+            "summary_edited_at": str,
+            "review": str,
+            "status": str,
+            "outcome": str,
+            "created_at": str,
+            "ended_at": str,
         },
         {
             "pk": "id",
@@ -119,34 +140,75 @@ _TABLES: dict[str, tuple[dict[str, type], dict[str, Any]]] = {
     ),
     "nodes": (
         {
-            "id": int, "run_id": int, "branch_id": int, "parent_id": int, "step": int, "action": str,
-            "raw_response": str, "thought": str, "valid": int, "observation": str, "feedback": str,
-            "reward": float, "done": int, "success": int, "prompt_tokens": int, "cached_tokens": int,
-            "generated_tokens": int, "seconds": float, "created_at": str,
+            "id": int,
+            "run_id": int,
+            "branch_id": int,
+            "parent_id": int,
+            "step": int,
+            "action": str,
+            "raw_response": str,
+            "thought": str,
+            "valid": int,
+            "observation": str,
+            "feedback": str,
+            "reward": float,
+            "done": int,
+            "success": int,
+            "prompt_tokens": int,
+            "cached_tokens": int,
+            "generated_tokens": int,
+            "seconds": float,
+            "created_at": str,
         },
         {
             "pk": "id",
             "not_null": {"run_id", "branch_id", "step", "observation"},
-            "foreign_keys": [("run_id", "runs", "id"), ("branch_id", "branches", "id"), ("parent_id", "nodes", "id")],
+            "foreign_keys": [
+                ("run_id", "runs", "id"),
+                ("branch_id", "branches", "id"),
+                ("parent_id", "nodes", "id"),
+            ],
         },
     ),
     "reflections": (
         {
-            "id": int, "run_id": int, "branch_id": int, "node_id": int, "trigger": str, "last_step": int,
-            "raw_response": str, "rollback_step": int, "summary": str, "parse_error": str, "note": str,
-            "prompt_tokens": int, "cached_tokens": int, "generated_tokens": int, "seconds": float,
+            "id": int,
+            "run_id": int,
+            "branch_id": int,
+            "node_id": int,
+            "trigger": str,
+            "last_step": int,
+            "raw_response": str,
+            "rollback_step": int,
+            "summary": str,
+            "parse_error": str,
+            "note": str,
+            "prompt_tokens": int,
+            "cached_tokens": int,
+            "generated_tokens": int,
+            "seconds": float,
             "created_at": str,
         },
         {
             "pk": "id",
             "not_null": {"run_id", "branch_id", "node_id", "trigger"},
-            "foreign_keys": [("run_id", "runs", "id"), ("branch_id", "branches", "id"), ("node_id", "nodes", "id")],
+            "foreign_keys": [
+                ("run_id", "runs", "id"),
+                ("branch_id", "branches", "id"),
+                ("node_id", "nodes", "id"),
+            ],
         },
     ),
 }
 
-_INDEXES = [("nodes", ["run_id"]), ("nodes", ["branch_id"]), ("nodes", ["parent_id"]), ("branches", ["run_id"]),
-            ("reflections", ["run_id"]), ("reflections", ["node_id"])]
+_INDEXES = [
+    ("nodes", ["run_id"]),
+    ("nodes", ["branch_id"]),
+    ("nodes", ["parent_id"]),
+    ("branches", ["run_id"]),
+    ("reflections", ["run_id"]),
+    ("reflections", ["node_id"]),
+]
 
 
 class Store:
@@ -177,7 +239,7 @@ class Store:
         version = int(row["value"]) if row else 0
         if version > SCHEMA_VERSION:
             raise StoreError(
-                f"{self.path} has schema version {version}; this leafe knows up to {SCHEMA_VERSION}: upgrade leafe"
+                f"{self.path} has schema version {version}; this leafe reads up to {SCHEMA_VERSION}: upgrade leafe"
             )
         if version < 1:
             for name, (columns, options) in _TABLES.items():
@@ -195,9 +257,16 @@ class Store:
         table = self.db["runs"]
         table.insert(
             {
-                "task_id": task_id, "env": env, "model": model, "backend": backend,
-                "config": json.dumps(config, sort_keys=True), "status": "running", "error": None,
-                "pid": os.getpid(), "created_at": stamp, "updated_at": stamp,
+                "task_id": task_id,
+                "env": env,
+                "model": model,
+                "backend": backend,
+                "config": json.dumps(config, sort_keys=True),
+                "status": "running",
+                "error": None,
+                "pid": os.getpid(),
+                "created_at": stamp,
+                "updated_at": stamp,
             }
         )
         return int(table.last_pk)
@@ -206,12 +275,16 @@ class Store:
         try:
             row = self.db["runs"].get(run_id)
         except sqlite_utils.db.NotFoundError:
-            raise StoreError(f"no run {run_id} in {self.path}: `leafe runs --db {self.path}` lists them") from None
+            raise StoreError(
+                f"no run {run_id} in {self.path}: `leafe runs --db {self.path}` lists them"
+            ) from None
         row["config"] = json.loads(row["config"])
         return row
 
     def set_run_status(self, run_id: int, status: str, error: str | None = None) -> None:
-        self.db["runs"].update(run_id, {"status": status, "error": error, "updated_at": now(), "pid": os.getpid()})
+        self.db["runs"].update(
+            run_id, {"status": status, "error": error, "updated_at": now(), "pid": os.getpid()}
+        )
 
     def list_runs(self) -> list[dict[str, Any]]:
         rows = list(
@@ -221,7 +294,8 @@ class Store:
                   (select count(*) from nodes n where n.run_id = r.id and n.step > 0) as steps,
                   (select count(*) from branches b where b.run_id = r.id and b.status in ('running', 'done'))
                      as episodes,
-                  (select count(*) from branches b where b.run_id = r.id and b.kind = 'rollback') as rollbacks,
+                  (select count(*) from branches b where b.run_id = r.id and b.kind = 'rollback')
+                     as rollbacks,
                   (select count(*) from branches b where b.run_id = r.id and b.outcome = 'success')
                      as successes
                 from runs r order by r.id
@@ -263,11 +337,21 @@ class Store:
         table = self.db["branches"]
         table.insert(
             {
-                "run_id": run_id, "kind": kind, "parent_branch_id": parent_branch_id,
-                "reflection_id": reflection_id, "from_node_id": from_node_id, "depth": depth,
-                "rollback_step": rollback_step, "summary": summary, "summary_edited": None,
-                "summary_edited_at": None, "review": "pending", "status": status, "outcome": None,
-                "created_at": now(), "ended_at": None,
+                "run_id": run_id,
+                "kind": kind,
+                "parent_branch_id": parent_branch_id,
+                "reflection_id": reflection_id,
+                "from_node_id": from_node_id,
+                "depth": depth,
+                "rollback_step": rollback_step,
+                "summary": summary,
+                "summary_edited": None,
+                "summary_edited_at": None,
+                "review": "pending",
+                "status": status,
+                "outcome": None,
+                "created_at": now(),
+                "ended_at": None,
             }
         )
         return self.branch(int(table.last_pk))
@@ -290,7 +374,9 @@ class Store:
         """The branch the explorer works on next: one left running by a killed run, else the oldest queued."""
         for status in ("running", "queued"):
             row = next(
-                self.db["branches"].rows_where("run_id = ? and status = ?", [run_id, status], order_by="id", limit=1),
+                self.db["branches"].rows_where(
+                    "run_id = ? and status = ?", [run_id, status], order_by="id", limit=1
+                ),
                 None,
             )
             if row:

@@ -34,7 +34,9 @@ app.add_typer(tasks_app, name="tasks")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
-DbOption = Annotated[Path | None, typer.Option("--db", help="SQLite database file [default: $LEAFE_DB or the user data dir]")]
+DbOption = Annotated[
+    Path | None, typer.Option("--db", help="SQLite database file [default: $LEAFE_DB or the user data dir]")
+]
 TasksFileOption = Annotated[
     Path | None, typer.Option("--tasks-file", help="JSONL file of your own code tasks (ids code/file/<id>)")
 ]
@@ -104,7 +106,9 @@ def models_pull(
 # --- tasks and play -------------------------------------------------------------------------
 @tasks_app.command("list")
 def tasks_list(
-    env: Annotated[str | None, typer.Option("--env", help="Only this environment (code, sokoban, …).")] = None,
+    env: Annotated[
+        str | None, typer.Option("--env", help="Only this environment (code, sokoban, …).")
+    ] = None,
     tasks_file: TasksFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -119,7 +123,9 @@ def tasks_list(
     try:
         for name in names:
             for task in load_env(name, tasks_file=tasks_file).tasks():
-                rows.append({"id": task.id, "env": task.env, "title": task.title, "description": task.description})
+                rows.append(
+                    {"id": task.id, "env": task.env, "title": task.title, "description": task.description}
+                )
     except (TaskNotFound, ValueError, OSError) as exc:
         raise fail(str(exc)) from None
     if as_json:
@@ -174,6 +180,9 @@ def explore(
     reflect_temperature: Annotated[float, typer.Option("--reflect-temperature")] = 0.3,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Reply length limit per step.")] = 512,
     grammar: Annotated[bool, typer.Option(help="Constrain replies with a GBNF grammar.")] = True,
+    max_thought_chars: Annotated[
+        int, typer.Option("--max-thought-chars", help="With --grammar: longest <think> part.")
+    ] = 400,
     cache: Annotated[bool, typer.Option(help="Reuse the KV prefix across steps and branches.")] = True,
     n_ctx: Annotated[int, typer.Option("--n-ctx", help="llama.cpp context length.")] = 8192,
     resume: Annotated[int | None, typer.Option("--resume", help="Continue the interrupted run RUN.")] = None,
@@ -189,11 +198,24 @@ def explore(
     if not tasks and resume is None:
         raise fail("give at least one task id (see `leafe tasks list`) or --resume RUN")
     request = ExploreRequest(
-        tasks=tasks or [], model=model, db=db or paths.default_db(), resume=resume, tasks_file=tasks_file,
-        n_ctx=n_ctx, cache=cache, as_json=as_json,
+        tasks=tasks or [],
+        model=model,
+        db=db or paths.default_db(),
+        resume=resume,
+        tasks_file=tasks_file,
+        n_ctx=n_ctx,
+        cache=cache,
+        as_json=as_json,
         config=dict(
-            budget=budget, max_depth=max_depth, reflect_every=reflect_every, seed=seed, temperature=temperature,
-            reflect_temperature=reflect_temperature, max_tokens=max_tokens, grammar=grammar,
+            budget=budget,
+            max_depth=max_depth,
+            reflect_every=reflect_every,
+            seed=seed,
+            temperature=temperature,
+            reflect_temperature=reflect_temperature,
+            max_tokens=max_tokens,
+            grammar=grammar,
+            max_thought_chars=max_thought_chars,
         ),
     )
     code = run_explore(request, console=console, err=err)

@@ -52,9 +52,13 @@ class LiveView:
         elif event.kind == "reflection":
             data = event.data
             what = data["parse_error"] or (
-                f"roll back to step {data['rollback_step']}: {data['summary']}" if data["rollback_step"] else "no rollback"
+                f"roll back to step {data['rollback_step']}: {data['summary']}"
+                if data["rollback_step"]
+                else "no rollback"
             )
-            self.console.print(f"run {event.run_id} reflection at node {data['node_id']}: {what}", highlight=False)
+            self.console.print(
+                f"run {event.run_id} reflection at node {data['node_id']}: {what}", highlight=False
+            )
 
 
 def _load_backend(request: ExploreRequest, err: Console):
@@ -78,7 +82,9 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
         if request.resume is not None:
             run = store.get_run(request.resume)
             if Store.effective_status(run) == "running":
-                raise ValueError(f"run {request.resume} is still running in another process (pid {run['pid']})")
+                raise ValueError(
+                    f"run {request.resume} is still running in another process (pid {run['pid']})"
+                )
             if run["status"] == "finished":
                 raise ValueError(f"run {request.resume} already finished; nothing to resume")
             jobs = [(run["task_id"], run)]
@@ -97,7 +103,11 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
     interactive = console.is_terminal and not request.as_json
     try:
         for task, existing in jobs:
-            with Live(console=console, refresh_per_second=4, transient=False) if interactive else _Null() as live:
+            with (
+                Live(console=console, refresh_per_second=4, transient=False)
+                if interactive
+                else _Null() as live
+            ):
                 view = LiveView(store, live if interactive else None, err if request.as_json else console)
                 explorer = Explorer(store, backend, envs[task], config, on_event=view)
                 if existing is not None:
@@ -105,8 +115,10 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
                 else:
                     run_ids.append(explorer.start(task, model_name))
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: resume with "
-                  f"`leafe explore --resume {_last_run(store)} --db {store.path}`")
+        err.print(
+            "[yellow]interrupted[/]: resume with "
+            f"`leafe explore --resume {_last_run(store)} --db {store.path}`"
+        )
         return 130
     except (BackendError, ReplayMismatch) as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)

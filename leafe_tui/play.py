@@ -22,7 +22,9 @@ def load_actions(path: Path) -> list[str]:
     except FileNotFoundError:
         raise ValueError(f"no actions file at {path}") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not JSON ({exc.msg} at line {exc.lineno}); expected a list of strings") from None
+        raise ValueError(
+            f"{path} is not JSON ({exc.msg} at line {exc.lineno}); expected a list of strings"
+        ) from None
     if not isinstance(data, list) or not all(isinstance(a, str) for a in data):
         raise ValueError(f"{path} must hold a JSON list of action strings")
     return data
@@ -57,7 +59,9 @@ class PlaySession:
         record: dict[str, Any] = {"task": self.task_id, "observation": observation, "steps": []}
         if not as_json:
             if show_prompt:
-                console.print(Panel(SYSTEM_PROMPT.format(action_help=self.env.action_help), title="system prompt"))
+                console.print(
+                    Panel(SYSTEM_PROMPT.format(action_help=self.env.action_help), title="system prompt")
+                )
             console.print(Panel(observation_message(1, observation)["content"], title="user"))
         queue = list(actions) if actions is not None else None
         step = 0
@@ -71,15 +75,29 @@ class PlaySession:
                 if text is None:
                     break
             step += 1
-            result = self.env.step(ParsedAction(text) if text.strip() else ParsedAction(None, error="empty action"))
+            result = self.env.step(
+                ParsedAction(text) if text.strip() else ParsedAction(None, error="empty action")
+            )
             record["steps"].append(
-                {"step": step, "action": text, "observation": result.observation, "feedback": result.feedback,
-                 "reward": result.reward, "valid": result.valid, "done": result.done, "success": result.success}
+                {
+                    "step": step,
+                    "action": text,
+                    "observation": result.observation,
+                    "feedback": result.feedback,
+                    "reward": result.reward,
+                    "valid": result.valid,
+                    "done": result.done,
+                    "success": result.success,
+                }
             )
             if not as_json:
                 style = "green" if result.success else ("red" if not result.valid else "white")
                 console.print(
-                    Panel(observation_message(step + 1, result.observation)["content"], title="user", border_style=style)
+                    Panel(
+                        observation_message(step + 1, result.observation)["content"],
+                        title="user",
+                        border_style=style,
+                    )
                 )
             if result.done:
                 break

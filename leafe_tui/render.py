@@ -17,10 +17,7 @@ def short_action(action: str | None, width: int = 48) -> str:
     if action is None:
         return "(unparsable reply)"
     lines = [line for line in action.splitlines() if line.strip()]
-    if len(lines) > 1:
-        text = f"{len(lines)} lines: {lines[0].strip()}"
-    else:
-        text = lines[0].strip() if lines else ""
+    text = f"{len(lines)} lines: {lines[0].strip()}" if len(lines) > 1 else "".join(lines).strip()
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -71,8 +68,10 @@ def tree_renderable(data: dict[str, Any]) -> Tree:
     run = data["run"]
     root = Tree(
         Text.assemble(
-            (f"run {run['id']} ", "bold"), (run["task_id"], "bold blue"),
-            f"  {run['model']}  ", (run["status"], "green" if run["status"] == "finished" else "yellow"),
+            (f"run {run['id']} ", "bold"),
+            (run["task_id"], "bold blue"),
+            f"  {run['model']}  ",
+            (run["status"], "green" if run["status"] == "finished" else "yellow"),
         )
     )
     nodes_by_branch: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -120,7 +119,14 @@ def runs_table(runs: list[dict[str, Any]]) -> Table:
         table.add_column(column, justify="right" if column in {"run", "episodes", "steps"} else "left")
     for run in runs:
         table.add_row(
-            str(run["id"]), run["task_id"], run["model"], run["status"], str(run["episodes"]),
-            str(run["steps"]), str(run["rollbacks"]), str(run["successes"]), run["created_at"][:19],
+            str(run["id"]),
+            run["task_id"],
+            run["model"],
+            run["status"],
+            str(run["episodes"]),
+            str(run["steps"]),
+            str(run["rollbacks"]),
+            str(run["successes"]),
+            run["created_at"][:19],
         )
     return table

@@ -9,8 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from engine.backends.scripted import ScriptedBackend
-from engine.envs.sokoban import SokobanEnv
-from engine.envs.sokoban import load_level
+from engine.envs.sokoban import SokobanEnv, load_level
 from engine.envs.sokoban_levels import solve
 from engine.explorer import ExploreConfig, Explorer
 from engine.store import Store
@@ -107,8 +106,16 @@ def test_runs_and_tree_json(tmp_path: Path) -> None:
     listed = json.loads(invoke("runs", "--db", str(db), "--json").stdout)
     assert [r["id"] for r in listed] == [run_id] and listed[0]["successes"] == 1
     data = json.loads(invoke("tree", str(run_id), "--db", str(db), "--json").stdout)
-    node_keys = {"id", "parent_id", "action", "feedback", "success", "prompt_tokens", "cached_tokens",
-                 "generated_tokens"}
+    node_keys = {
+        "id",
+        "parent_id",
+        "action",
+        "feedback",
+        "success",
+        "prompt_tokens",
+        "cached_tokens",
+        "generated_tokens",
+    }
     assert all(node_keys <= set(n) for n in data["nodes"])
     rollback = [b for b in data["branches"] if b["kind"] == "rollback"]
     assert rollback and {"id", "rollback_step", "summary"} <= set(rollback[0])

@@ -41,7 +41,9 @@ def test_failure_reflection_creates_branch_that_recovers(store: Store) -> None:
 
     nodes = {n.id: n for n in store.nodes(run_id)}
     first = store.branch_nodes(branch.id)[0]
-    assert first.step == 2 and nodes[first.parent_id].step == 1 and nodes[first.parent_id].branch_id == root.id
+    assert (
+        first.step == 2 and nodes[first.parent_id].step == 1 and nodes[first.parent_id].branch_id == root.id
+    )
     path = store.path_to(store.branch_nodes(branch.id)[-1].id)
     assert [n.action for n in path] == [None, "a", "b", "c"] and path[-1].success
 

@@ -33,8 +33,10 @@ def backend() -> LlamaCppBackend:
 
 
 def history(n: int) -> list[Turn]:
-    return [Turn(f"<think>try move {i}</think>\n<action>left</action>", f"You moved left. Steps left: {15 - i}.")
-            for i in range(1, n + 1)]
+    return [
+        Turn(f"<think>try move {i}</think>\n<action>left</action>", f"You moved left. Steps left: {15 - i}.")
+        for i in range(1, n + 1)
+    ]
 
 
 def greedy(backend: LlamaCppBackend, messages) -> Completion:
@@ -102,14 +104,13 @@ class RealActionsScriptedReflections(ModelBackend):
 
 def test_short_real_exploration_builds_a_tree_in_sqlite(backend: LlamaCppBackend, tmp_path) -> None:
     store = Store(tmp_path / "real.db")
-    config = ExploreConfig(budget=2, max_tokens=24, reflect_every=3, grammar=True)
+    config = ExploreConfig(budget=2, max_tokens=32, reflect_every=3, grammar=True, max_thought_chars=12)
     explorer = Explorer(store, RealActionsScriptedReflections(backend), SokobanEnv(), config)
     run_id = explorer.start("sokoban/fixed-1", TEST_MODEL)
 
     nodes = store.nodes(run_id)
     steps = [n for n in nodes if n.step > 0]
     assert steps and all(n.prompt_tokens > 0 and n.generated_tokens > 0 for n in steps)
-    assert all(n.valid for n in steps if n.action in {"up", "down", "left", "right"})
     assert all(n.action is not None for n in steps)  # the grammar makes every reply parse
     branch = next(b for b in store.branches(run_id) if b.kind == "rollback" and b.status == "done")
     first = store.branch_nodes(branch.id)[0]
@@ -119,7 +120,9 @@ def test_short_real_exploration_builds_a_tree_in_sqlite(backend: LlamaCppBackend
 
 def test_real_reflection_is_stored_parsed_or_not(backend: LlamaCppBackend, tmp_path) -> None:
     store = Store(tmp_path / "reflect.db")
-    config = ExploreConfig(budget=1, max_tokens=24, reflect_max_tokens=48, reflect_every=2, grammar=True)
+    config = ExploreConfig(
+        budget=1, max_tokens=32, reflect_max_tokens=64, reflect_every=5, grammar=True, max_thought_chars=12
+    )
     run_id = Explorer(store, backend, SokobanEnv(), config).start("sokoban/fixed-1", TEST_MODEL)
     reflections = store.reflections(run_id)
     assert reflections and all(r["raw_response"] and r["prompt_tokens"] > 0 for r in reflections)

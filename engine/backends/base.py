@@ -64,5 +64,5 @@ class ModelBackend(ABC):
         """Make a state saved by ``save_prefix`` current again (no-op by default)."""
         del handle
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, deliberately not abstract
         """Release the model (no-op by default)."""

@@ -56,7 +56,9 @@ class LlamaCppBackend(ModelBackend):
             from llama_cpp import Llama
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
         except ImportError as exc:  # pragma: no cover - depends on the installation
-            raise BackendError(f"llama-cpp-python is not installed ({exc}); run `make run` to set up") from exc
+            raise BackendError(
+                f"llama-cpp-python is not installed ({exc}); run `make run` to set up"
+            ) from exc
         path = Path(model_path)
         if not path.is_file():
             raise BackendError(f"model file {path} does not exist")
@@ -72,7 +74,9 @@ class LlamaCppBackend(ModelBackend):
             raise BackendError(f"llama.cpp could not load {path.name}: {exc}") from exc
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
-            raise BackendError(f"{path.name} has no chat template in its GGUF metadata; leafe needs a chat model")
+            raise BackendError(
+                f"{path.name} has no chat template in its GGUF metadata; leafe needs a chat model"
+            )
         model = self.llm._model
         eos_id, bos_id = self.llm.token_eos(), self.llm.token_bos()
         self._formatter = Jinja2ChatFormatter(

@@ -45,7 +45,9 @@ def env_for_task(task_id: str, *, tasks_file: Path | None = None) -> Environment
     """The environment a task id belongs to (the part before the first ``/``), with the task checked."""
     name, sep, _ = task_id.partition("/")
     if not sep:
-        raise TaskNotFound(f"task ids look like ENV/NAME (e.g. code/suite/…, sokoban/fixed-1), not {task_id!r}")
+        raise TaskNotFound(
+            f"task ids look like ENV/NAME (e.g. code/suite/…, sokoban/fixed-1), not {task_id!r}"
+        )
     env = load_env(name, tasks_file=tasks_file)
     env.task(task_id)
     return env
