@@ -239,7 +239,7 @@ class Store:
         version = int(row["value"]) if row else 0
         if version > SCHEMA_VERSION:
             raise StoreError(
-                f"{self.path} has schema version {version}; this leafe reads up to {SCHEMA_VERSION}: upgrade leafe"
+                f"{self.path} has schema version {version}, newer than this leafe ({SCHEMA_VERSION}): upgrade"
             )
         if version < 1:
             for name, (columns, options) in _TABLES.items():
