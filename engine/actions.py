@@ -99,8 +99,9 @@ def parse_reflection(reply: str, last_step: int) -> Reflection:
 
 
 def _thought_rule(max_chars: int) -> str:
-    # Bounding the thought guarantees the action comes before max_tokens runs out.
-    return f"thought ::= [^<]{{0,{max_chars}}}"
+    # Bounding the thought guarantees the action comes before max_tokens runs out; no backticks,
+    # so a model cannot start writing its code inside the thought.
+    return f"thought ::= [^<`]{{0,{max_chars}}}"
 
 
 def action_grammar(action_rule: str | None, max_thought_chars: int = 400) -> str:

@@ -127,3 +127,21 @@ def test_real_reflection_is_stored_parsed_or_not(backend: LlamaCppBackend, tmp_p
     reflections = store.reflections(run_id)
     assert reflections and all(r["raw_response"] and r["prompt_tokens"] > 0 for r in reflections)
     assert all(r["parse_error"] or r["rollback_step"] is None or r["rollback_step"] >= 1 for r in reflections)
+
+
+@pytest.mark.parametrize("task", ["sokoban/fixed-1", "code/suite/digit-collapse"])
+def test_grammar_constrained_replies_parse(backend: LlamaCppBackend, task: str) -> None:
+    from engine.actions import action_grammar, parse_action
+    from engine.envs import env_for_task
+
+    env = env_for_task(task)
+    messages = trajectory_messages(env.action_help, env.reset(task), [])
+    grammar = action_grammar(env.action_grammar(), max_thought_chars=24)
+    for seed in (1, 2):
+        reply = backend.complete(messages, temperature=1.0, max_tokens=160, seed=seed, grammar=grammar)
+        assert reply.text.startswith("<think>") and "<action>" in reply.text
+        if reply.text.endswith("</action>"):  # the code block may still be open when max_tokens runs out
+            parsed = parse_action(reply.text)
+            assert parsed.error is None and parsed.action
+        if task.startswith("sokoban"):
+            assert parse_action(reply.text).action in {"up", "down", "left", "right"}

@@ -79,7 +79,8 @@ class CodeEnv(Environment):
     action_help = (
         "Your action is a complete Python 3 solution: for a stdin/stdout task the whole program (read "
         "standard input, print the answer), for a function task the whole function with the imports and "
-        "helpers it needs. Put the code inside <action></action>; a ```python fence inside is fine. "
+        "helpers it needs. Keep the thought to a sentence or two, without code, and put the code inside "
+        "<action></action> as one ```python fenced block. "
         "Every action is executed: it is checked on the visible examples and then on hidden tests, and "
         "the result (error, wrong output or success) is your next observation. Each action replaces the "
         "previous program, so always submit the complete code. A reply without a program still uses a turn."
@@ -137,8 +138,8 @@ class CodeEnv(Environment):
     # ------------------------------------------------------------------ episode
 
     def action_grammar(self) -> str:
-        """Any text except: ``</a`` (so no ``</action>``), ``</<``, and a ``<`` as the last character."""
-        return '( [^<] | "<"+ [^/<] | "<"+ "/" [^a<] )*'
+        """One fenced Python block, the form code models write naturally; the code cannot hold ```."""
+        return '"```python\\n" ( [^`] | "`" [^`] | "``" [^`] )* "```"'
 
     def reset(self, task_id: str, seed: int = 0) -> str:
         """Start an episode; the seed is ignored (the task id fixes the problem)."""
