@@ -23,15 +23,16 @@ Every reply has exactly two parts: a short thought, then one action:
 GUIDANCE_HEADER = "Experience from an earlier attempt at this task (use it to avoid the same mistake):"
 
 REFLECTION_PROMPT = """\
-{situation} Stop and reflect on the steps so far (steps 1 to {last_step}).
-Find the EARLIEST step where the trajectory went wrong, and write an experience summary: a one or \
-two sentence diagnosis of the mistake and what to do instead. The environment will be rolled back \
-to just before that step and you will try again from there with your summary as guidance.
+Reflection. {situation}
+Look back at steps 1 to {last_step} and the feedback each one got, and find the earliest step where \
+you went wrong. Then write an experience summary for your next attempt from that step: what went \
+wrong (refer to the feedback) and what to do instead, in one or two sentences. The environment will \
+be rolled back to just before that step, and you will continue from there with your summary.
 {none_rule}
-Reply in exactly this format:
+Answer in exactly this format:
 <think>your analysis</think>
-<rollback>step number, or none</rollback>
-<summary>diagnosis and fix</summary>"""
+<rollback>{step_hint}</rollback>
+<summary>your experience summary</summary>"""
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,13 @@ def reflection_messages(trajectory: list[Message], last_step: int, failed: bool,
         situation = "The episode has ended."
     else:
         situation = f"Periodic check after {last_step} steps: the task is not solved yet."
-    none_rule = (
-        "The episode failed, so some step must be redone: name it."
-        if failed
-        else "If no step should be redone, answer none."
+    if failed:
+        none_rule, step_hint = "The task is not solved, so some step must be redone.", "the step number"
+    else:
+        none_rule, step_hint = "If every step so far was right, answer none.", "the step number, or none"
+    request = REFLECTION_PROMPT.format(
+        situation=situation, last_step=last_step, none_rule=none_rule, step_hint=step_hint
     )
-    request = REFLECTION_PROMPT.format(situation=situation, last_step=last_step, none_rule=none_rule)
     last = trajectory[-1]
     return [*trajectory[:-1], {"role": "user", "content": last["content"] + "\n\n" + request}]
 

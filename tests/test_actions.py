@@ -100,7 +100,7 @@ def test_reflection_request_extends_the_last_observation() -> None:
     assert messages[-1]["content"].startswith(trajectory[-1]["content"])
     assert "must be redone" in messages[-1]["content"]
     periodic = reflection_messages(trajectory, last_step=1, failed=False, done=False)
-    assert "answer none" in periodic[-1]["content"]
+    assert "answer none" in periodic[-1]["content"] and "answer none" not in messages[-1]["content"]
 
 
 def test_grammars_name_their_parts() -> None:

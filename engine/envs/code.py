@@ -138,8 +138,12 @@ class CodeEnv(Environment):
     # ------------------------------------------------------------------ episode
 
     def action_grammar(self) -> str:
-        """One fenced Python block, the form code models write naturally; the code cannot hold ```."""
-        return '"```python\\n" ( [^`] | "`" [^`] | "``" [^`] )* "```"'
+        """One fenced Python block, the form code models write naturally.
+
+        The code cannot hold two backticks in a row, so the only way out of the block is its closing
+        fence (with ``"``" [^`]`` allowed, a model can write ``</action>`` and ramble on inside it).
+        """
+        return '"```python\\n" ( [^`] | "`" [^`] )* "```"'
 
     def reset(self, task_id: str, seed: int = 0) -> str:
         """Start an episode; the seed is ignored (the task id fixes the problem)."""

@@ -252,6 +252,11 @@ class Judge:
                 "Your output:",
                 _block(result.stdout),
             ]
+            if not result.stdout.strip():
+                parts.append(
+                    "Your program printed nothing: it must read the input from standard input and print "
+                    "the answer (defining a function is not enough; call it)."
+                )
             if result.stderr.strip():
                 parts.append(stderr_section(result.stderr, result.workdir))
             return "\n".join(parts)
