@@ -132,6 +132,6 @@ def reflection_grammar(allow_none: bool = True, max_thought_chars: int = 400) ->
             '"<summary>" summary "</summary>"',
             _thought_rule(max_thought_chars),
             f"step ::= {step}",
-            "summary ::= [^<]+",
+            "summary ::= [^<]{1,300}",  # one or two sentences; small models otherwise repeat themselves
         ]
     )

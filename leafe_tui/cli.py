@@ -60,6 +60,24 @@ def open_store(db: Path | None, *, create: bool = False) -> Store:
         raise fail(str(exc)) from None
 
 
+@app.callback()
+def _root(ctx: typer.Context) -> None:
+    """Load defaults from the config file (see leafe_tui/config.py) before a verb parses its options."""
+    import typer.main
+
+    from leafe_tui.config import ConfigError, load_default_map
+
+    group = typer.main.get_command(app)
+    known = {
+        name: {p.name for p in command.params if p.name}
+        for name, command in group.commands.items()  # type: ignore[attr-defined]
+    }
+    try:
+        ctx.default_map = load_default_map(known)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
 # --- models ---------------------------------------------------------------------------------
 @models_app.command("list")
 def models_list(as_json: JsonOption = False) -> None:

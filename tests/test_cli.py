@@ -135,3 +135,23 @@ def test_unknown_run_is_a_one_line_error(tmp_path: Path) -> None:
     _scripted_run(db)
     result = invoke("tree", "99", "--db", str(db))
     assert result.exit_code == 2 and "no run 99" in result.output
+
+
+def test_config_file_sets_defaults_and_flags_override(tmp_path: Path, monkeypatch) -> None:
+    db = tmp_path / "runs.db"
+    run_id = _scripted_run(db)
+    config = tmp_path / "leafe.toml"
+    config.write_text(f'[tree]\ndb = "{db}"\n')
+    monkeypatch.setenv("LEAFE_CONFIG", str(config))
+    assert invoke("tree", str(run_id), "--json").exit_code == 0  # --db came from the file
+    other = tmp_path / "other.db"
+    result = invoke("tree", str(run_id), "--db", str(other))
+    assert result.exit_code == 2 and "no database" in result.output
+
+
+def test_bad_config_file_is_a_one_line_error(tmp_path: Path, monkeypatch) -> None:
+    config = tmp_path / "leafe.toml"
+    config.write_text("[explore]\nbugdet = 3\n")
+    monkeypatch.setenv("LEAFE_CONFIG", str(config))
+    result = invoke("runs")
+    assert result.exit_code == 2 and "bugdet" in result.output

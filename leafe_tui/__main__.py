@@ -1,0 +1,3 @@
+from leafe_tui.cli import app
+
+app(prog_name="leafe")
