@@ -277,6 +277,8 @@ class Explorer:
         note = None
         if reflection.wants_rollback and branch.depth + 1 > self.config.max_depth:
             note = "max depth reached"
+        elif reflection.wants_rollback and (twin := self._same_branch(path, reflection.step, reflection.summary)):
+            note = f"same as branch #{twin}"
         reflection_id = self.store.add_reflection(
             run_id=run_id,
             branch_id=branch.id,
@@ -300,7 +302,7 @@ class Explorer:
             parse_error=reflection.error,
             note=note,
         )
-        if not reflection.wants_rollback or note == "max depth reached":
+        if not reflection.wants_rollback or note is not None:
             return
         assert reflection.step is not None
         from_node = path[reflection.step - 1]
@@ -324,6 +326,15 @@ class Explorer:
             summary=reflection.summary,
             parent_branch_id=branch.id,
         )
+
+    def _same_branch(self, path: list[Node], step: int | None, summary: str) -> int | None:
+        """A branch already asked for from the same node with the same summary (it would repeat it)."""
+        assert step is not None
+        from_node = path[step - 1]
+        for other in self.store.branches(from_node.run_id):
+            if other.from_node_id == from_node.id and other.kind == "rollback" and other.summary == summary:
+                return other.id
+        return None
 
     def _save_prefix(self, child: Branch, prefix: list[Node]) -> None:
         """Keep the KV state of the child's shared history while the model's context still holds it."""

@@ -29,10 +29,10 @@ you went wrong. Then write an experience summary for your next attempt from that
 wrong (refer to the feedback) and what to do instead, in one or two sentences. The environment will \
 be rolled back to just before that step, and you will continue from there with your summary.
 {none_rule}
-Answer in exactly this format:
-<think>your analysis</think>
-<rollback>{step_hint}</rollback>
-<summary>your experience summary</summary>"""
+Answer in exactly this format, where N is {step_hint}:
+<think>…</think>
+<rollback>N</rollback>
+<summary>…</summary>"""
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,9 @@ def reflection_messages(trajectory: list[Message], last_step: int, failed: bool,
     else:
         situation = f"Periodic check after {last_step} steps: the task is not solved yet."
     if failed:
-        none_rule, step_hint = "The task is not solved, so some step must be redone.", "the step number"
+        none_rule, step_hint = "The task is not solved, so some step must be redone.", "that step's number"
     else:
-        none_rule, step_hint = "If every step so far was right, answer none.", "the step number, or none"
+        none_rule, step_hint = "If every step so far was right, answer none.", "that step's number, or none"
     request = REFLECTION_PROMPT.format(
         situation=situation, last_step=last_step, none_rule=none_rule, step_hint=step_hint
     )

@@ -266,6 +266,7 @@ def runs(db: DbOption = None, as_json: JsonOption = False) -> None:
 def tree(
     run: Annotated[int, typer.Argument(help="Run id from `leafe runs`.")],
     db: DbOption = None,
+    compact: Annotated[bool, typer.Option("--compact", help="One line of steps per episode.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Print one run's rollback tree: episodes, steps, branches with their experience summaries.
@@ -282,7 +283,7 @@ def tree(
     if as_json:
         print_json(data)
         return
-    console.print(tree_renderable(data))
+    console.print(tree_renderable(data, compact=compact))
     console.print(totals_line(data["totals"], data["run"]["config"].get("budget")))
 
 

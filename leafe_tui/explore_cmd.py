@@ -45,7 +45,7 @@ class LiveView:
         if self.live is not None:
             data = self.store.tree(event.run_id)
             budget = data["run"]["config"].get("budget")
-            self.live.update(Group(tree_renderable(data), totals_line(data["totals"], budget)))
+            self.live.update(Group(totals_line(data["totals"], budget), tree_renderable(data, compact=True)))
         elif event.kind == "node":
             line = Text(f"run {event.run_id} branch #{event.data['branch_id']} ")
             self.console.print(line + node_label(event.data), highlight=False)

@@ -26,21 +26,37 @@ def _first_line(text: str, width: int = 70) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def node_label(node: dict[str, Any]) -> Text:
+def node_symbol(node: dict[str, Any]) -> tuple[str, str]:
+    """The outcome glyph and style of one step: ✓ success, ⚠ invalid, ✗ failed end, · otherwise."""
     if node["success"]:
-        symbol, style = "✓", "bold green"
-    elif not node["valid"]:
-        symbol, style = "⚠", "magenta"
-    elif node["done"]:
-        symbol, style = "✗", "red"
-    else:
-        symbol, style = "·", "white"
+        return "✓", "bold green"
+    if not node["valid"]:
+        return "⚠", "magenta"
+    if node["done"]:
+        return "✗", "red"
+    return "·", "white"
+
+
+def node_label(node: dict[str, Any]) -> Text:
+    symbol, style = node_symbol(node)
     label = Text(f"{node['step']:>2} ", style="dim")
     label.append(f"{symbol} ", style=style)
     label.append(short_action(node["action"]), style=style if node["success"] else "")
     if node["feedback"]:
         label.append(f"  {_first_line(node['feedback'])}", style="dim")
     return label
+
+
+def steps_strip(nodes: list[dict[str, Any]]) -> Text:
+    """All steps of an episode on one line (step number and glyph), then the last feedback."""
+    strip = Text()
+    for node in nodes:
+        symbol, style = node_symbol(node)
+        strip.append(f"{node['step']}", style="dim")
+        strip.append(f"{symbol} ", style=style)
+    if nodes and nodes[-1]["feedback"]:
+        strip.append(f" {_first_line(nodes[-1]['feedback'], 60)}", style="dim")
+    return strip
 
 
 def branch_label(branch: dict[str, Any]) -> Text:
@@ -62,16 +78,18 @@ def branch_label(branch: dict[str, Any]) -> Text:
     return label
 
 
-def tree_renderable(data: dict[str, Any]) -> Tree:
-    """A Rich tree of one run (``Store.tree`` data): episodes, their steps, and branches nested
-    under the step they roll back from."""
+def tree_renderable(data: dict[str, Any], *, compact: bool = False) -> Tree:
+    """A Rich tree of one run (``Store.tree`` data).
+
+    Full form: episodes, one line per step, branches nested under the step they roll back from.
+    Compact form (the live view): one line of step glyphs per episode, branches nested under the
+    episode they came from, so a growing run stays on one screen.
+    """
     run = data["run"]
     root = Tree(
         Text.assemble(
-            (f"run {run['id']} ", "bold"),
-            (run["task_id"], "bold blue"),
-            f"  {run['model']}  ",
-            (run["status"], "green" if run["status"] == "finished" else "yellow"),
+            (f"run {run['id']} ", "bold"), (run["task_id"], "bold blue"),
+            f"  {run['model']}  ", (run["status"], "green" if run["status"] == "finished" else "yellow"),
         )
     )
     nodes_by_branch: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -79,18 +97,30 @@ def tree_renderable(data: dict[str, Any]) -> Tree:
         if node["step"] > 0:
             nodes_by_branch[node["branch_id"]].append(node)
     forks: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    children: dict[int | None, list[dict[str, Any]]] = defaultdict(list)
     for branch in data["branches"]:
         forks[branch["from_node_id"]].append(branch)
+        children[branch["parent_branch_id"]].append(branch)
     root_node = next((n for n in data["nodes"] if n["step"] == 0), None)
 
     def add_branch(parent: Tree, branch: dict[str, Any]) -> None:
         subtree = parent.add(branch_label(branch))
-        for node in nodes_by_branch.get(branch["id"], []):
+        nodes = nodes_by_branch.get(branch["id"], [])
+        if compact:
+            if nodes:
+                subtree.add(steps_strip(nodes))
+            for child in children.get(branch["id"], []):
+                add_branch(subtree, child)
+            return
+        for node in nodes:
             child = subtree.add(node_label(node))
             for fork in forks.get(node["id"], []):
                 add_branch(child, fork)
 
-    if root_node is not None:
+    if compact:
+        for branch in children.get(None, []):
+            add_branch(root, branch)
+    elif root_node is not None:
         for branch in forks.get(root_node["id"], []):
             add_branch(root, branch)
     return root

@@ -130,6 +130,16 @@ def test_tree_prints_branch_with_summary(tmp_path: Path) -> None:
     assert "branch #2" in result.output and "at step 2 write 'b'" in result.output and "τ=2" in result.output
 
 
+def test_compact_tree_puts_each_episode_on_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    run_id = _scripted_run(db)
+    lines = invoke("tree", str(run_id), "--db", str(db), "--compact").output.splitlines()
+    root = next(i for i, line in enumerate(lines) if "episode #1" in line)
+    assert "1· 2✗" in lines[root + 1]  # step 2 was the wrong letter
+    branch = next(i for i, line in enumerate(lines) if "branch #2" in line)
+    assert branch > root and "2· 3✓" in lines[branch + 1]
+
+
 def test_unknown_run_is_a_one_line_error(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     _scripted_run(db)

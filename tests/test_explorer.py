@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from engine.backends.scripted import ScriptedBackend
@@ -79,10 +81,12 @@ def test_exploration_continues_after_success_until_budget(store: Store) -> None:
 
 def test_breadth_first_order_and_max_depth(store: Store) -> None:
     # Periodic reflections after steps 2 and 4 each queue a branch; the episode goes on and fails.
+    lessons = itertools.count()
+
     def reply(messages):
-        if is_reflection(messages):
-            return reflect(1, "start differently")
         step = sum(1 for m in messages if m["role"] == "assistant") + 1
+        if is_reflection(messages):
+            return reflect(1, f"start differently (lesson {next(lessons)})")
         return act("x" if step == 5 else "abcdefg"[step - 1])
 
     run_id, _ = explore(store, reply, task="path/abcdefg", budget=12, max_depth=2, reflect_every=2)
@@ -132,7 +136,7 @@ def test_periodic_rollback_queues_a_branch_and_the_episode_goes_on(store: Store)
     def reply(messages):
         step = sum(1 for m in messages if m["role"] == "assistant")
         if is_reflection(messages):
-            return reflect(1, "be quicker")
+            return reflect(1, f"be quicker than {step} steps")
         return act("abcdefg"[step])
 
     run_id, _ = explore(store, reply, task="path/abcdefg", budget=1, reflect_every=2)
@@ -140,6 +144,20 @@ def test_periodic_rollback_queues_a_branch_and_the_episode_goes_on(store: Store)
     assert len(store.branch_nodes(root.id)) == 7  # step 0 + six steps: the episode ran to its end
     # periodic reflections after steps 2 and 4, and the failure one after step 6
     assert [b.rollback_step for b in queued] == [1, 1, 1] and all(b.status == "skipped" for b in queued)
+
+
+def test_a_repeated_rollback_request_spawns_no_second_branch(store: Store) -> None:
+    def reply(messages):
+        step = sum(1 for m in messages if m["role"] == "assistant")
+        if is_reflection(messages):
+            return reflect(1, "be quicker")
+        return act("abcdefg"[step])
+
+    run_id, _ = explore(store, reply, task="path/abcdefg", budget=1, reflect_every=2)
+    rollbacks = [b for b in store.branches(run_id) if b.kind == "rollback"]
+    assert len(rollbacks) == 1
+    notes = [r["note"] for r in store.reflections(run_id)]
+    assert notes == [None, f"same as branch #{rollbacks[0].id}", f"same as branch #{rollbacks[0].id}"]
 
 
 def test_invalid_reply_is_an_invalid_step(store: Store) -> None:
