@@ -277,7 +277,9 @@ class Explorer:
         note = None
         if reflection.wants_rollback and branch.depth + 1 > self.config.max_depth:
             note = "max depth reached"
-        elif reflection.wants_rollback and (twin := self._same_branch(path, reflection.step, reflection.summary)):
+        elif reflection.wants_rollback and (
+            twin := self._same_branch(path, reflection.step, reflection.summary)
+        ):
             note = f"same as branch #{twin}"
         reflection_id = self.store.add_reflection(
             run_id=run_id,

@@ -88,8 +88,10 @@ def tree_renderable(data: dict[str, Any], *, compact: bool = False) -> Tree:
     run = data["run"]
     root = Tree(
         Text.assemble(
-            (f"run {run['id']} ", "bold"), (run["task_id"], "bold blue"),
-            f"  {run['model']}  ", (run["status"], "green" if run["status"] == "finished" else "yellow"),
+            (f"run {run['id']} ", "bold"),
+            (run["task_id"], "bold blue"),
+            f"  {run['model']}  ",
+            (run["status"], "green" if run["status"] == "finished" else "yellow"),
         )
     )
     nodes_by_branch: dict[int, list[dict[str, Any]]] = defaultdict(list)

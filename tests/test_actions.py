@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from engine.actions import action_grammar, parse_action, parse_reflection, reflection_grammar, strip_code_fence
+from engine.actions import (
+    action_grammar,
+    parse_action,
+    parse_reflection,
+    reflection_grammar,
+    strip_code_fence,
+)
 from engine.prompts import GUIDANCE_HEADER, Turn, guidance_by_step, reflection_messages, trajectory_messages
 
 
@@ -25,9 +31,10 @@ def test_parse_action_accepts_clear_intent(reply: str, action: str, thought: str
 
 
 def test_parse_action_keeps_code_indentation_and_strips_fences() -> None:
-    reply = "<think>sum</think>\n<action>\n```python\nimport sys\nfor line in sys.stdin:\n    print(line)\n```\n</action>"
+    code = "import sys\nfor line in sys.stdin:\n    print(line)"
+    reply = f"<think>sum</think>\n<action>\n```python\n{code}\n```\n</action>"
     parsed = parse_action(reply)
-    assert parsed.action == "import sys\nfor line in sys.stdin:\n    print(line)"
+    assert parsed.action == code
 
 
 @pytest.mark.parametrize(

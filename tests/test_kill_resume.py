@@ -20,8 +20,19 @@ from engine.store import Store
 pytestmark = pytest.mark.real_model
 pytest.importorskip("llama_cpp")
 
-ARGS = ["sokoban/fixed-1", "--model", "smollm2-135m", "--budget", "1", "--max-tokens", "32",
-        "--max-thought-chars", "12", "--reflect-every", "4"]
+ARGS = [
+    "sokoban/fixed-1",
+    "--model",
+    "smollm2-135m",
+    "--budget",
+    "1",
+    "--max-tokens",
+    "32",
+    "--max-thought-chars",
+    "12",
+    "--reflect-every",
+    "4",
+]
 
 
 def leafe(*args: str, db: Path) -> list[str]:
@@ -38,7 +49,9 @@ def committed_steps(db: Path) -> int:
 
 def test_sigkill_then_resume(tmp_path: Path) -> None:
     db = tmp_path / "killed.db"
-    process = subprocess.Popen(leafe("explore", *ARGS, db=db), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        leafe("explore", *ARGS, db=db), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 240
     while committed_steps(db) < 3 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -51,8 +64,9 @@ def test_sigkill_then_resume(tmp_path: Path) -> None:
     assert run["status"] == "interrupted"
     before = [(n.id, n.branch_id, n.step, n.raw_response) for n in store.nodes(run["id"])]
 
-    resumed = subprocess.run(leafe("explore", "--resume", str(run["id"]), db=db), capture_output=True, text=True,
-                             timeout=600)
+    resumed = subprocess.run(
+        leafe("explore", "--resume", str(run["id"]), db=db), capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr
     after = [(n.id, n.branch_id, n.step, n.raw_response) for n in store.nodes(run["id"])]
     assert after[: len(before)] == before  # nothing committed was lost or rewritten
@@ -64,5 +78,7 @@ def test_sigkill_then_resume(tmp_path: Path) -> None:
         if node.step > 0:
             assert store.node(node.parent_id).step == node.step - 1
 
-    again = subprocess.run(leafe("explore", "--resume", str(run["id"]), db=db), capture_output=True, text=True)
+    again = subprocess.run(
+        leafe("explore", "--resume", str(run["id"]), db=db), capture_output=True, text=True
+    )
     assert again.returncode == 2 and "already finished" in again.stderr
