@@ -125,15 +125,48 @@ class Explorer:
         self._loop(run_id, run["task_id"])
         return run_id
 
+    def rebranch(self, run_id: int, branch_id: int, summary: str) -> Branch:
+        """Start a sibling of rollback branch ``branch_id`` with a person's summary and explore it now.
+
+        History is never rewritten: the old branch stays as it was, and the new one records the
+        generated summary it came from, the edit, and ``rebranch_of``. A re-branch is one more
+        episode; when the run's budget is already spent it grows by one (recorded in the run's
+        config) so an explicit request from a person always runs. The run's other queued branches
+        stay queued.
+        """
+        source = self.store.branch(branch_id)
+        if source.run_id != run_id:
+            raise ValueError(f"branch {branch_id} does not belong to run {run_id}")
+        if source.kind != "rollback" or source.rollback_step is None:
+            raise ValueError(f"branch {branch_id} is not a rollback branch; only those can be re-branched")
+        if not summary.strip():
+            raise ValueError("the experience summary is empty")
+        run = self.store.get_run(run_id)
+        child = self.store.add_branch(
+            run_id, "rollback", source.from_node_id, source.depth, parent_branch_id=source.parent_branch_id,
+            reflection_id=source.reflection_id, rollback_step=source.rollback_step, summary=source.summary,
+            status="running", origin="person", rebranch_of=source.id,
+        )
+        self.store.edit_summary(child.id, summary.strip())
+        if self.store.episodes_used(run_id) > self.config.budget:
+            self.config.budget = self.store.episodes_used(run_id)
+            self.store.set_run_config(run_id, asdict(self.config))
+        self.store.set_run_status(run_id, "running")
+        self._emit("branch", run_id, id=child.id, status="running", rebranch_of=source.id)
+        self._loop(run_id, run["task_id"], only=child.id)
+        return self.store.branch(child.id)
+
     # --- the breadth-first loop -------------------------------------------------------------
     def _root_branch_id(self, run_id: int) -> int:
         # The root node needs a branch and the branch needs its start node: insert the branch
         # first with a placeholder that start() corrects right after the root node exists.
         return self.store.add_branch(run_id, "root", from_node_id=0, depth=0, status="running").id
 
-    def _loop(self, run_id: int, task_id: str) -> None:
+    def _loop(self, run_id: int, task_id: str, only: int | None = None) -> None:
         try:
-            while not self.stop.is_set():
+            if only is not None:
+                self._run_branch(run_id, task_id, self.store.branch(only))
+            while only is None and not self.stop.is_set():
                 branch = self.store.next_branch(run_id)
                 if branch is None:
                     if self.store.episodes_used(run_id) >= self.config.budget:

@@ -85,6 +85,8 @@ class Branch:
     outcome: str | None  # success, failure; for skipped branches why they were skipped
     created_at: str
     ended_at: str | None
+    origin: str = "explorer"  # explorer (root, restart, reflection) or person (a re-branch from the TUI)
+    rebranch_of: int | None = None  # the sibling branch a person re-branched from
 
     @property
     def effective_summary(self) -> str | None:
@@ -131,12 +133,18 @@ _TABLES: dict[str, tuple[dict[str, type], dict[str, Any]]] = {
             "outcome": str,
             "created_at": str,
             "ended_at": str,
+            "origin": str,
+            "rebranch_of": int,
         },
         {
             "pk": "id",
             "not_null": {"run_id", "kind", "depth", "review", "status"},
             "foreign_keys": [("run_id", "runs", "id"), ("parent_branch_id", "branches", "id")],
         },
+    ),
+    "summary_edits": (
+        {"id": int, "branch_id": int, "text": str, "created_at": str},
+        {"pk": "id", "not_null": {"branch_id", "text"}, "foreign_keys": [("branch_id", "branches", "id")]},
     ),
     "nodes": (
         {
@@ -286,6 +294,9 @@ class Store:
             run_id, {"status": status, "error": error, "updated_at": now(), "pid": os.getpid()}
         )
 
+    def set_run_config(self, run_id: int, config: dict[str, Any]) -> None:
+        self.db["runs"].update(run_id, {"config": json.dumps(config, sort_keys=True), "updated_at": now()})
+
     def list_runs(self) -> list[dict[str, Any]]:
         rows = list(
             self.db.query(
@@ -333,6 +344,8 @@ class Store:
         rollback_step: int | None = None,
         summary: str | None = None,
         status: str = "queued",
+        origin: str = "explorer",
+        rebranch_of: int | None = None,
     ) -> Branch:
         table = self.db["branches"]
         table.insert(
@@ -352,6 +365,8 @@ class Store:
                 "outcome": None,
                 "created_at": now(),
                 "ended_at": None,
+                "origin": origin,
+                "rebranch_of": rebranch_of,
             }
         )
         return self.branch(int(table.last_pk))
@@ -399,8 +414,14 @@ class Store:
         self.db["branches"].update(branch_id, {"review": review})
 
     def edit_summary(self, branch_id: int, text: str) -> None:
-        """Record a person's edit; the generated summary is kept alongside."""
-        self.db["branches"].update(branch_id, {"summary_edited": text, "summary_edited_at": now()})
+        """Record a person's edit: the generated summary stays, every edit is kept with its time."""
+        stamp = now()
+        with self.db.conn:
+            self.db["summary_edits"].insert({"branch_id": branch_id, "text": text, "created_at": stamp})
+            self.db["branches"].update(branch_id, {"summary_edited": text, "summary_edited_at": stamp})
+
+    def summary_edits(self, branch_id: int) -> list[dict[str, Any]]:
+        return list(self.db["summary_edits"].rows_where("branch_id = ?", [branch_id], order_by="id"))
 
     # --- nodes -----------------------------------------------------------------------------
     def add_node(self, **values: Any) -> Node:

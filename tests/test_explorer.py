@@ -209,3 +209,44 @@ def test_settings_are_recorded_with_the_run(store: Store) -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="--budget"):
         ExploreConfig(budget=0).validate()
+
+
+def test_rebranch_starts_a_sibling_with_the_edited_summary(store: Store) -> None:
+    run_id, _ = explore(store, letter_policy("abc"), budget=2)
+    original = store.branches(run_id)[1]
+    old_nodes = store.branch_nodes(original.id)
+    backend = ScriptedBackend(reply_fn=letter_policy("abc"))
+    explorer = Explorer(store, backend, PathTestEnv(), ExploreConfig.from_dict(store.get_run(run_id)["config"]))
+
+    new = explorer.rebranch(run_id, original.id, "write b at step 2, then c")
+
+    assert store.branch(original.id) == original and store.branch_nodes(original.id) == old_nodes
+    assert (new.kind, new.origin, new.rebranch_of) == ("rollback", "person", original.id)
+    assert (new.from_node_id, new.rollback_step, new.depth) == (original.from_node_id, 2, original.depth)
+    assert new.summary == original.summary and new.summary_edited == "write b at step 2, then c"
+    assert new.status == "done" and new.outcome == "success"
+    assert "write b at step 2, then c" in backend.prompts[0][-1]["content"]
+    assert original.summary not in backend.prompts[0][-1]["content"]
+    assert store.get_run(run_id)["config"]["budget"] == 3  # the spent budget grew by the re-branch
+    assert [e["text"] for e in store.summary_edits(new.id)] == ["write b at step 2, then c"]
+
+
+def test_rebranch_refuses_what_it_cannot_do(store: Store) -> None:
+    run_id, _ = explore(store, letter_policy("abc"), budget=2)
+    root, branch = store.branches(run_id)
+    explorer = Explorer(store, ScriptedBackend(reply_fn=letter_policy("abc")), PathTestEnv())
+    with pytest.raises(ValueError, match="not a rollback branch"):
+        explorer.rebranch(run_id, root.id, "anything")
+    with pytest.raises(ValueError, match="empty"):
+        explorer.rebranch(run_id, branch.id, "   ")
+    assert len(store.branches(run_id)) == 2
+
+
+def test_summary_edits_keep_the_generated_text_and_every_edit(store: Store) -> None:
+    run_id, _ = explore(store, letter_policy("abc"), budget=2)
+    branch = store.branches(run_id)[1]
+    store.edit_summary(branch.id, "first edit")
+    store.edit_summary(branch.id, "second edit")
+    edited = store.branch(branch.id)
+    assert edited.summary == branch.summary and edited.effective_summary == "second edit"
+    assert [e["text"] for e in store.summary_edits(branch.id)] == ["first edit", "second edit"]
