@@ -143,9 +143,17 @@ class Explorer:
             raise ValueError("the experience summary is empty")
         run = self.store.get_run(run_id)
         child = self.store.add_branch(
-            run_id, "rollback", source.from_node_id, source.depth, parent_branch_id=source.parent_branch_id,
-            reflection_id=source.reflection_id, rollback_step=source.rollback_step, summary=source.summary,
-            status="running", origin="person", rebranch_of=source.id,
+            run_id,
+            "rollback",
+            source.from_node_id,
+            source.depth,
+            parent_branch_id=source.parent_branch_id,
+            reflection_id=source.reflection_id,
+            rollback_step=source.rollback_step,
+            summary=source.summary,
+            status="running",
+            origin="person",
+            rebranch_of=source.id,
         )
         self.store.edit_summary(child.id, summary.strip())
         if self.store.episodes_used(run_id) > self.config.budget:

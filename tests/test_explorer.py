@@ -216,7 +216,8 @@ def test_rebranch_starts_a_sibling_with_the_edited_summary(store: Store) -> None
     original = store.branches(run_id)[1]
     old_nodes = store.branch_nodes(original.id)
     backend = ScriptedBackend(reply_fn=letter_policy("abc"))
-    explorer = Explorer(store, backend, PathTestEnv(), ExploreConfig.from_dict(store.get_run(run_id)["config"]))
+    config = ExploreConfig.from_dict(store.get_run(run_id)["config"])
+    explorer = Explorer(store, backend, PathTestEnv(), config)
 
     new = explorer.rebranch(run_id, original.id, "write b at step 2, then c")
 
