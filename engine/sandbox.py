@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 ENV_VAR = "LEAFE_SANDBOX"
 SANDBOX_UID = 65534  # "nobody" on Debian-like systems; the kernel does not need it to exist
 SCRATCH = "/scratch"  # the working folder as the program sees it in bwrap mode
+# The base interpreter, not a virtual environment's: model code needs only the standard library, and
+# then neither the project's packages nor its data (HumanEval's hidden tests) exist in the sandbox.
+INTERPRETER = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
 
 # Values of RunResult.killed_reason.
 WALL_TIME = "wall-time"
@@ -207,7 +210,7 @@ def _run_bwrap(
     if as_root or not _tmpfs_size_ok:
         _give_to_sandbox_user(root, work, as_root)
     argv = _bwrap_argv(root, work, names, limits, as_root)
-    argv += _inner_command(limits, as_root) + [sys.executable, "-s", "-B", filename]
+    argv += _inner_command(limits, as_root) + [INTERPRETER, "-s", "-B", filename]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     result = _execute(argv, stdin_path, limits, cwd=root, env=env, kind="bwrap", workdir=SCRATCH)
     if result.returncode > 128 and result.returncode - 128 in _SIGNAL_NUMBERS:  # bwrap reports 128+signal
@@ -265,7 +268,7 @@ def _bwrap_argv(root: Path, work: Path, names: list[str], limits: Limits, as_roo
     else:
         argv += ["--unshare-all"]
     argv += ["--die-with-parent", "--new-session", "--clearenv"]
-    for key, value in _sandbox_env(SCRATCH, "/tmp", sys.executable).items():
+    for key, value in _sandbox_env(SCRATCH, "/tmp", INTERPRETER).items():
         argv += ["--setenv", key, value]
     argv += ["--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
@@ -275,17 +278,6 @@ def _bwrap_argv(root: Path, work: Path, names: list[str], limits: Limits, as_roo
             argv += ["--ro-bind", top, top]
     for path in _ETC_FILES:
         argv += ["--ro-bind-try", path, path]
-    made: set[str] = set()
-    for prefix in _python_roots():
-        for parent in reversed(Path(prefix).parents[:-1]):  # traversable parents, nothing listed in them
-            if str(parent) not in made:
-                made.add(str(parent))
-                argv += ["--perms", "0711", "--dir", str(parent)]
-        argv += ["--ro-bind", prefix, prefix]
-    empty = root / "empty"
-    empty.mkdir()
-    for folder in _hidden_folders():
-        argv += ["--ro-bind", str(empty), folder]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     if _tmpfs_size_ok:
         size = str(limits.scratch_mb * 1024 * 1024)
@@ -298,6 +290,18 @@ def _bwrap_argv(root: Path, work: Path, names: list[str], limits: Limits, as_roo
         tmp.mkdir()
         os.chmod(tmp, 0o1777)
         argv += ["--bind", str(tmp), "/tmp", "--bind", str(work), SCRATCH]
+    # After /tmp is mounted, so an interpreter that lives under /tmp is not hidden by the tmpfs.
+    made: set[str] = set()
+    for prefix in _python_roots():
+        for parent in reversed(Path(prefix).parents[:-1]):  # traversable parents, nothing listed in them
+            if str(parent) not in made:
+                made.add(str(parent))
+                argv += ["--perms", "0711", "--dir", str(parent)]
+        argv += ["--ro-bind", prefix, prefix]
+    empty = root / "empty"
+    empty.mkdir()
+    for folder in _hidden_folders():
+        argv += ["--ro-bind", str(empty), folder]
     argv += ["--chdir", SCRATCH]
     return argv
 
@@ -342,8 +346,8 @@ def _hidden_folders() -> tuple[str, ...]:
 
 def _python_roots() -> list[str]:
     """Folders outside /usr that the running interpreter needs, most general first, deduplicated."""
-    candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    candidates.add(str(Path(sys.executable).resolve().parent.parent))
+    candidates = {sys.base_prefix, sys.base_exec_prefix}
+    candidates.add(str(Path(INTERPRETER).resolve().parent.parent))
     forbidden = {"/", str(Path.home()), "/home", "/root", "/tmp", "/etc"}
     roots: list[str] = []
     for cand in sorted({os.path.realpath(c) for c in candidates} | candidates, key=len):
@@ -606,15 +610,15 @@ def _choose_fallback() -> tuple[str, int | None, str | None]:
     reach (a Python under /root is not); try ours, then the system's, by running each once.
     """
     if os.geteuid() != 0:
-        return sys.executable, None, None
-    for python in dict.fromkeys([sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"]):
+        return INTERPRETER, None, None
+    for python in dict.fromkeys([INTERPRETER, "/usr/bin/python3", "/usr/local/bin/python3"]):
         if os.path.exists(python) and _world_reachable(python) and _fallback_works(python):
             return python, SANDBOX_UID, None
     note = (
         f"no Python interpreter usable by uid {SANDBOX_UID}, so programs run as root and the process "
         "limit is not enforced"
     )
-    return sys.executable, None, note
+    return INTERPRETER, None, note
 
 
 def _world_reachable(path: str) -> bool:

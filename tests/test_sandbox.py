@@ -318,3 +318,16 @@ def test_fallback_stops_loops_and_memory_hogs_and_warns_once(
     warnings = [r for r in caplog.records if r.name == "engine.sandbox" and r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "LEAFE_SANDBOX=rlimits" in warnings[0].getMessage()
+
+
+def test_installed_bubblewrap_is_actually_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where bwrap is installed the strong sandbox must work, wherever the project is checked out
+    (a broken bind silently falling back to limits is what this catches)."""
+    import shutil
+
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed on this machine")
+    monkeypatch.delenv("LEAFE_SANDBOX", raising=False)
+    assert sandbox.strong_sandbox_problem() is None
+    assert sandbox.sandbox_kind() == "bwrap"
+    assert run_python("print(6 * 7)").stdout.strip() == "42"

@@ -1,0 +1,133 @@
+"""Every key binding of the app in one table, each with an id a user can remap.
+
+Widgets take their ``BINDINGS`` from here, the command palette lists the same table, and the
+config file's ``[tui.keys]`` table maps binding ids to other keys::
+
+    [tui.keys]
+    "tree.step_next" = "right,ctrl+f"
+    "run.approve" = ["y"]
+
+The map is applied with ``App.set_keymap``; unknown ids or non-string keys are a config error.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual.binding import Binding
+
+from leafe_tui.config import ConfigError, config_path
+
+
+@dataclass(frozen=True)
+class Key:
+    id: str
+    key: str
+    action: str
+    description: str
+    show: bool = True
+    group: str | None = None  # footer group (keys shown together under one description)
+    priority: bool = False
+
+
+APP = [
+    Key("app.help", "f1", "toggle_help", "Help"),
+    Key("app.palette", "ctrl+p", "command_palette", "Commands", priority=True),
+    Key("app.stop", "ctrl+x", "stop_work", "Stop work"),
+    Key("app.quit", "ctrl+q", "quit", "Quit", show=False, priority=True),
+]
+RUNS = [
+    Key("runs.open", "enter", "open_run", "Open run"),
+    Key("runs.refresh", "r", "refresh", "Refresh"),
+    Key("runs.quit", "q", "app.quit", "Quit"),
+]
+RUN = [
+    Key("run.back", "escape,q", "back", "Runs"),
+    Key("run.approve", "a", "approve", "Approve"),
+    Key("run.reject", "x", "reject", "Reject"),
+    Key("run.approve_successful", "A", "approve_successful", "Approve all successful"),
+    Key("run.filter", "f", "cycle_filter", "Filter"),
+    Key("run.edit", "e", "edit_summary", "Edit summary"),
+    Key("run.rebranch", "R", "rebranch", "Re-branch"),
+    Key("run.compare", "c", "compare", "Compare"),
+    Key("run.resume", "ctrl+r", "resume", "Resume run", show=False),
+]
+TREE = [
+    Key("tree.step_prev", "h,left", "step_prev", "Step back", group="Step"),
+    Key("tree.step_next", "l,right", "step_next", "Step forward", group="Step"),
+    Key("tree.first_step", "0", "first_step", "First step", group="First/last"),
+    Key("tree.last_step", "$", "last_step", "Last step", group="First/last"),
+    Key("tree.parent", "u,shift+left", "parent", "Parent", show=False),
+    Key("tree.child", "d,shift+right", "child", "Child", show=False),
+    Key("tree.next_sibling", "s,shift+down", "next_sibling", "Next sibling", show=False),
+    Key("tree.next_rollback", "b", "next_rollback", "Next rollback point"),
+    Key("tree.next_success", "n", "next_success", "Next success"),
+    Key("tree.root", "g,home", "root", "Root", show=False),
+    Key("tree.toggle", "space", "toggle_node", "Fold"),
+    Key("tree.expand_all", "+", "expand_all", "Expand all", show=False),
+    Key("tree.collapse_all", "-", "collapse_all", "Collapse all", show=False),
+    Key("tree.down", "j", "cursor_down", "Down", show=False),
+    Key("tree.up", "k", "cursor_up", "Up", show=False),
+]
+EDITOR = [
+    Key("editor.save", "ctrl+s", "save", "Save", priority=True),
+    Key("editor.rebranch", "ctrl+r", "save_rebranch", "Re-branch with this", priority=True),
+    Key("editor.cancel", "escape", "cancel", "Cancel"),
+]
+COMPARE = [
+    Key("compare.close", "escape,q", "close", "Close"),
+    Key("compare.next", "c", "next_sibling", "Next sibling"),
+    Key("compare.swap", "w", "swap", "Swap sides"),
+]
+GROUPS = {"app": APP, "runs": RUNS, "run": RUN, "tree": TREE, "editor": EDITOR, "compare": COMPARE}
+ALL: dict[str, Key] = {k.id: k for group in GROUPS.values() for k in group}
+
+
+def bindings(keys: list[Key]) -> list[Binding]:
+    """Textual bindings for a group of the table."""
+    groups: dict[str, Binding.Group] = {}
+    out = []
+    for k in keys:
+        group = groups.setdefault(k.group, Binding.Group(k.group)) if k.group else None
+        out.append(
+            Binding(k.key, k.action, k.description, show=k.show, id=k.id, priority=k.priority, group=group)
+        )
+    return out
+
+
+def parse_keymap(table: object, source: str = "config") -> dict[str, str]:
+    """Check a ``[tui.keys]`` table: known ids, keys given as a string or a list of strings."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: [tui.keys] must be a table of binding id = key")
+    keymap: dict[str, str] = {}
+    for binding_id, keys in table.items():
+        if binding_id not in ALL:
+            raise ConfigError(f"{source}: [tui.keys] has an unknown binding id {binding_id!r}")
+        if isinstance(keys, list) and keys and all(isinstance(k, str) and k for k in keys):
+            keys = ",".join(keys)
+        if not isinstance(keys, str) or not keys.strip():
+            raise ConfigError(f"{source}: [tui.keys] {binding_id} must be a key or a list of keys")
+        keymap[binding_id] = keys
+    return keymap
+
+
+def load_keymap(path: Path | None = None) -> dict[str, str]:
+    """The ``[tui.keys]`` table of the config file (see leafe_tui/config.py), or {} when there is none."""
+    path = path or config_path()
+    if path is None:
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    tui = data.get("tui", {})
+    if not isinstance(tui, dict) or "keys" not in tui:
+        return {}
+    return parse_keymap(tui["keys"], str(path))
+
+
+def key_for(binding_id: str, keymap: dict[str, str] | None = None) -> str:
+    """The key(s) a binding is on now, for help texts and the palette."""
+    return (keymap or {}).get(binding_id, ALL[binding_id].key)
