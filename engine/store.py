@@ -98,6 +98,14 @@ class Branch:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
 
+# What one model call cost; nodes (actions) and reflections both carry it.
+_COST_COLUMNS: dict[str, type] = {
+    "prompt_tokens": int,
+    "cached_tokens": int,
+    "generated_tokens": int,
+    "seconds": float,
+}
+
 _TABLES: dict[str, tuple[dict[str, type], dict[str, Any]]] = {
     "runs": (
         {
@@ -162,10 +170,7 @@ _TABLES: dict[str, tuple[dict[str, type], dict[str, Any]]] = {
             "reward": float,
             "done": int,
             "success": int,
-            "prompt_tokens": int,
-            "cached_tokens": int,
-            "generated_tokens": int,
-            "seconds": float,
+            **_COST_COLUMNS,
             "created_at": str,
         },
         {
@@ -191,10 +196,7 @@ _TABLES: dict[str, tuple[dict[str, type], dict[str, Any]]] = {
             "summary": str,
             "parse_error": str,
             "note": str,
-            "prompt_tokens": int,
-            "cached_tokens": int,
-            "generated_tokens": int,
-            "seconds": float,
+            **_COST_COLUMNS,
             "created_at": str,
         },
         {
