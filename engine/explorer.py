@@ -114,6 +114,8 @@ class Explorer:
         )
         self.store.db["branches"].update(root.branch_id, {"from_node_id": root.id})
         self._emit("run", run_id, status="running", task_id=task_id)
+        self._emit("branch", run_id, id=root.branch_id, status="running")
+        self._emit("node", run_id, **root.__dict__)
         self._loop(run_id, task_id)
         return run_id
 
@@ -205,6 +207,7 @@ class Explorer:
         for branch in self.store.branches(run_id):
             if branch.status == "queued":
                 self.store.set_branch_status(branch.id, "skipped", outcome="budget spent")
+                self._emit("branch", run_id, id=branch.id, status="skipped")
 
     # --- one episode -------------------------------------------------------------------------
     def _run_branch(self, run_id: int, task_id: str, branch: Branch) -> None:

@@ -477,6 +477,9 @@ class Store:
         table.insert(values)
         return int(table.last_pk)
 
+    def reflection(self, reflection_id: int) -> dict[str, Any]:
+        return self.db["reflections"].get(reflection_id)
+
     def reflection_for(self, node_id: int) -> dict[str, Any] | None:
         return next(self.db["reflections"].rows_where("node_id = ?", [node_id], limit=1), None)
 

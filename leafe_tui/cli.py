@@ -1,4 +1,4 @@
-"""The ``leafe`` command line: models, tasks, play, explore, runs, tree.
+"""The ``leafe`` command line: models, tasks, play, explore, runs, tree, tui.
 
 User mistakes (a wrong path, an unknown model or task, a bad flag value) end with one clear line on
 stderr and exit code 2; a run that fails for another reason exits 1; Ctrl-C exits 130 and leaves a
@@ -206,6 +206,7 @@ def explore(
     resume: Annotated[int | None, typer.Option("--resume", help="Continue the interrupted run RUN.")] = None,
     tasks_file: TasksFileOption = None,
     as_json: JsonOption = False,
+    tui: Annotated[bool, typer.Option("--tui", help="Watch it grow in the TUI as it runs.")] = False,
 ) -> None:
     """Explore tasks with the model: act, reflect, roll back, branch; every node goes to SQLite.
 
@@ -236,7 +237,12 @@ def explore(
             max_thought_chars=max_thought_chars,
         ),
     )
-    code = run_explore(request, console=console, err=err)
+    if tui:
+        from leafe_tui.app.launch import explore_in_tui
+
+        code = explore_in_tui(request, err=err)
+    else:
+        code = run_explore(request, console=console, err=err)
     if code:
         raise typer.Exit(code)
 
@@ -285,6 +291,29 @@ def tree(
         return
     console.print(tree_renderable(data, compact=compact))
     console.print(totals_line(data["totals"], data["run"]["config"].get("budget")))
+
+
+# --- the TUI --------------------------------------------------------------------------------
+@app.command()
+def tui(
+    db: DbOption = None,
+    run: Annotated[int | None, typer.Option("--run", help="Open this run's tree first.")] = None,
+    tasks_file: TasksFileOption = None,
+    n_ctx: Annotated[int, typer.Option("--n-ctx", help="llama.cpp context length (re-branch).")] = 8192,
+    cache: Annotated[bool, typer.Option(help="Reuse the KV prefix (re-branch, resume).")] = True,
+) -> None:
+    """Open the runs of a database in the terminal app: trees, inspector, review, edit, re-branch, compare.
+
+    Keys are remappable in the config file's [tui.keys] table. Example: leafe tui --db runs.db
+    """
+    from leafe_tui.app.launch import open_tui
+
+    open_store(db).close()
+    code = open_tui(
+        db or paths.default_db(), run_id=run, tasks_file=tasks_file, n_ctx=n_ctx, cache=cache, err=err
+    )
+    if code:
+        raise typer.Exit(code)
 
 
 def main() -> None:  # pragma: no cover - console-script entry

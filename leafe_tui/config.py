@@ -28,19 +28,31 @@ def config_path() -> Path | None:
     return next((p for p in candidates if p.is_file()), None)
 
 
-def load_default_map(known: dict[str, set[str]]) -> dict[str, Any]:
-    """Read the config file into Click's ``default_map`` form; ``known`` maps verbs to their options."""
-    path = config_path()
+# Tables inside a verb's table that are not options: [tui.keys] is the TUI's key map.
+SUBTABLES = {"tui": {"keys"}}
+
+
+def read_config(path: Path | None = None) -> tuple[Path | None, dict[str, Any]]:
+    """The config file in use and its parsed contents ({} when there is none)."""
+    path = path or config_path()
     if path is None:
-        return {}
+        return None, {}
     try:
-        data = tomllib.loads(path.read_text())
+        return path, tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def load_default_map(known: dict[str, set[str]]) -> dict[str, Any]:
+    """Read the config file into Click's ``default_map`` form; ``known`` maps verbs to their options."""
+    path, data = read_config()
+    default_map: dict[str, Any] = {}
     for verb, values in data.items():
         if verb not in known or not isinstance(values, dict):
             raise ConfigError(f"{path}: unknown table [{verb}]; known: {', '.join(sorted(known))}")
-        unknown = set(values) - known[verb]
+        options = {k: v for k, v in values.items() if k not in SUBTABLES.get(verb, set())}
+        unknown = set(options) - known[verb]
         if unknown:
             raise ConfigError(f"{path}: [{verb}] has unknown keys {', '.join(sorted(unknown))}")
-    return data
+        default_map[verb] = options
+    return default_map

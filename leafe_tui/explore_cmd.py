@@ -61,7 +61,8 @@ class LiveView:
             )
 
 
-def _load_backend(request: ExploreRequest, err: Console):
+def load_backend(request: ExploreRequest, err: Console):
+    """Resolve (pulling if needed) and load the request's model; returns (model name, backend)."""
     from engine.backends.llama import LlamaCppBackend
     from engine.models import DEFAULT_MODEL, ModelError, resolve_model
 
@@ -94,7 +95,7 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
         envs = {task: env_for_task(task, tasks_file=request.tasks_file) for task, _ in jobs}
         config = ExploreConfig.from_dict(jobs[0][1]["config"] if jobs[0][1] else request.config)
         config.validate()
-        model_name, backend = _load_backend(request, err)
+        model_name, backend = load_backend(request, err)
     except (ValueError, TaskNotFound, StoreError, BackendError, OSError) as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2

@@ -12,13 +12,12 @@ The map is applied with ``App.set_keymap``; unknown ids or non-string keys are a
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from textual.binding import Binding
 
-from leafe_tui.config import ConfigError, config_path
+from leafe_tui.config import ConfigError, read_config
 
 
 @dataclass(frozen=True)
@@ -26,60 +25,99 @@ class Key:
     id: str
     key: str
     action: str
-    description: str
+    description: str  # short, for the footer
+    long: str = ""  # for the command palette and help (the description when empty)
     show: bool = True
     group: str | None = None  # footer group (keys shown together under one description)
     priority: bool = False
 
+    @property
+    def title(self) -> str:
+        return self.long or self.description
+
 
 APP = [
-    Key("app.help", "f1", "toggle_help", "Help"),
-    Key("app.palette", "ctrl+p", "command_palette", "Commands", priority=True),
-    Key("app.stop", "ctrl+x", "stop_work", "Stop work"),
+    Key("app.help", "f1", "toggle_help", "Help", "Help for the focused widget"),
+    Key("app.palette", "ctrl+p", "command_palette", "Commands", show=False, priority=True),
+    Key("app.stop", "ctrl+x", "stop_work", "Stop", "Stop the running exploration (resumable)"),
     Key("app.quit", "ctrl+q", "quit", "Quit", show=False, priority=True),
 ]
 RUNS = [
-    Key("runs.open", "enter", "open_run", "Open run"),
-    Key("runs.refresh", "r", "refresh", "Refresh"),
+    Key("runs.open", "enter", "open_run", "Open", "Open the run's tree"),
+    Key("runs.refresh", "r", "refresh", "Refresh", "Reload the runs list"),
     Key("runs.quit", "q", "app.quit", "Quit"),
 ]
 RUN = [
-    Key("run.back", "escape,q", "back", "Runs"),
-    Key("run.approve", "a", "approve", "Approve"),
-    Key("run.reject", "x", "reject", "Reject"),
-    Key("run.approve_successful", "A", "approve_successful", "Approve all successful"),
-    Key("run.filter", "f", "cycle_filter", "Filter"),
-    Key("run.edit", "e", "edit_summary", "Edit summary"),
-    Key("run.rebranch", "R", "rebranch", "Re-branch"),
-    Key("run.compare", "c", "compare", "Compare"),
-    Key("run.resume", "ctrl+r", "resume", "Resume run", show=False),
+    Key("run.back", "escape,q", "back", "Runs", "Back to the runs list", show=False),
+    Key("run.approve", "a", "approve", "Approve", "Approve the branch (again: back to pending)"),
+    Key("run.reject", "x", "reject", "Reject", "Reject the branch (again: back to pending)"),
+    Key(
+        "run.approve_successful",
+        "A",
+        "approve_successful",
+        "Approve successful",
+        "Approve every pending branch that reached success",
+        show=False,
+    ),
+    Key("run.filter", "f", "cycle_filter", "Filter", "Filter the tree: all, pending, approved, successful"),
+    Key("run.edit", "e", "edit_summary", "Edit", "Edit the branch's experience summary"),
+    Key(
+        "run.rebranch",
+        "R",
+        "rebranch",
+        "Re-branch",
+        "Re-branch: a new sibling from the same rollback point with an edited summary, explored now",
+    ),
+    Key("run.compare", "c", "compare", "Compare", "Compare the branch with a sibling side by side"),
+    Key("run.resume", "ctrl+r", "resume", "Resume", "Resume this run (after a stop or a crash)", show=False),
 ]
 TREE = [
-    Key("tree.step_prev", "h,left", "step_prev", "Step back", group="Step"),
-    Key("tree.step_next", "l,right", "step_next", "Step forward", group="Step"),
-    Key("tree.first_step", "0", "first_step", "First step", group="First/last"),
-    Key("tree.last_step", "$", "last_step", "Last step", group="First/last"),
-    Key("tree.parent", "u,shift+left", "parent", "Parent", show=False),
-    Key("tree.child", "d,shift+right", "child", "Child", show=False),
-    Key("tree.next_sibling", "s,shift+down", "next_sibling", "Next sibling", show=False),
-    Key("tree.next_rollback", "b", "next_rollback", "Next rollback point"),
-    Key("tree.next_success", "n", "next_success", "Next success"),
-    Key("tree.root", "g,home", "root", "Root", show=False),
-    Key("tree.toggle", "space", "toggle_node", "Fold"),
+    Key("tree.step_prev", "h,left", "step_prev", "Step", "Step back along the trajectory", group="Step"),
+    Key("tree.step_next", "l,right", "step_next", "Step", "Step forward along the trajectory", group="Step"),
+    Key("tree.first_step", "0", "first_step", "First", "First step of the trajectory", group="Ends"),
+    Key("tree.last_step", "$", "last_step", "Last", "Last step of the branch", group="Ends"),
+    Key("tree.parent", "u,shift+left", "parent", "Parent", "Up to the parent entry", show=False),
+    Key("tree.child", "d,shift+right", "child", "Child", "Down to the first child entry", show=False),
+    Key(
+        "tree.next_sibling",
+        "s,shift+down",
+        "next_sibling",
+        "Sibling",
+        "Next sibling: the alternative taken at the same point",
+        show=False,
+    ),
+    Key("tree.next_rollback", "b", "next_rollback", "Next ↺", "Jump to the next rollback point"),
+    Key("tree.next_success", "n", "next_success", "Next ✓", "Jump to the next successful step"),
+    Key("tree.root", "g,home", "root", "Root", "Jump to the root", show=False),
+    Key("tree.toggle", "space", "toggle_node", "Fold", "Fold or unfold the entry", show=False),
     Key("tree.expand_all", "+", "expand_all", "Expand all", show=False),
     Key("tree.collapse_all", "-", "collapse_all", "Collapse all", show=False),
     Key("tree.down", "j", "cursor_down", "Down", show=False),
     Key("tree.up", "k", "cursor_up", "Up", show=False),
 ]
 EDITOR = [
-    Key("editor.save", "ctrl+s", "save", "Save", priority=True),
-    Key("editor.rebranch", "ctrl+r", "save_rebranch", "Re-branch with this", priority=True),
+    Key(
+        "editor.save",
+        "ctrl+s",
+        "save",
+        "Save",
+        "Save the edit (the generated summary is kept)",
+        priority=True,
+    ),
+    Key(
+        "editor.rebranch",
+        "ctrl+r",
+        "save_rebranch",
+        "Re-branch",
+        "Re-branch with this summary",
+        priority=True,
+    ),
     Key("editor.cancel", "escape", "cancel", "Cancel"),
 ]
 COMPARE = [
     Key("compare.close", "escape,q", "close", "Close"),
-    Key("compare.next", "c", "next_sibling", "Next sibling"),
-    Key("compare.swap", "w", "swap", "Swap sides"),
+    Key("compare.next", "c", "next_sibling", "Next sibling", "Compare with the next sibling"),
+    Key("compare.swap", "w", "swap", "Swap", "Swap the two sides"),
 ]
 GROUPS = {"app": APP, "runs": RUNS, "run": RUN, "tree": TREE, "editor": EDITOR, "compare": COMPARE}
 ALL: dict[str, Key] = {k.id: k for group in GROUPS.values() for k in group}
@@ -92,7 +130,16 @@ def bindings(keys: list[Key]) -> list[Binding]:
     for k in keys:
         group = groups.setdefault(k.group, Binding.Group(k.group)) if k.group else None
         out.append(
-            Binding(k.key, k.action, k.description, show=k.show, id=k.id, priority=k.priority, group=group)
+            Binding(
+                k.key,
+                k.action,
+                k.description,
+                show=k.show,
+                id=k.id,
+                priority=k.priority,
+                group=group,
+                tooltip=k.title,
+            )
         )
     return out
 
@@ -115,13 +162,7 @@ def parse_keymap(table: object, source: str = "config") -> dict[str, str]:
 
 def load_keymap(path: Path | None = None) -> dict[str, str]:
     """The ``[tui.keys]`` table of the config file (see leafe_tui/config.py), or {} when there is none."""
-    path = path or config_path()
-    if path is None:
-        return {}
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    path, data = read_config(path)
     tui = data.get("tui", {})
     if not isinstance(tui, dict) or "keys" not in tui:
         return {}

@@ -14,13 +14,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from engine.store import Branch, Node, Store
 
 Key = tuple[str, int]
 FILTERS = ("all", "pending", "approved", "successful")
-Filter = Literal["all", "pending", "approved", "successful"]
 
 
 def node_key(node_id: int) -> Key:

@@ -7,6 +7,7 @@ the app. ``App.post_message`` is thread-safe, so nothing here touches a widget.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,7 +80,7 @@ class WorkFailed(Message):
 
 
 @dataclass
-class Worker:
+class JobRunner:
     """Runs one job in the calling (worker) thread."""
 
     db_path: Path
@@ -137,7 +138,7 @@ class Worker:
             return
         assert job.run_id is not None
         run = store.get_run(job.run_id)
-        if Store.effective_status(run) == "running" and run.get("pid") != _pid():
+        if Store.effective_status(run) == "running" and run.get("pid") != os.getpid():
             raise ValueError(f"run {job.run_id} is being explored by another process (pid {run['pid']})")
         explorer = self._explorer(store, run["task_id"], run["config"], job.model or run["model"])
         if self.stop.is_set():
@@ -171,19 +172,15 @@ class _Progress:
                 return
         used = self.store.episodes_used(event.run_id)
         budget = max(self.budget, used)
-        self.post(WorkProgress(f"run {event.run_id}: episode {used}/{budget}, {self.steps} steps", used, budget))
+        self.post(
+            WorkProgress(f"run {event.run_id}: episode {used}/{budget}, {self.steps} steps", used, budget)
+        )
 
 
 def _default_model() -> str:
     from engine.models import DEFAULT_MODEL
 
     return DEFAULT_MODEL
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
 
 
 def llama_backend_factory(n_ctx: int = 8192, cache: bool = True) -> BackendFactory:
@@ -194,10 +191,10 @@ def llama_backend_factory(n_ctx: int = 8192, cache: bool = True) -> BackendFacto
 
         from rich.console import Console
 
-        from leafe_tui.explore_cmd import ExploreRequest, _load_backend
+        from leafe_tui.explore_cmd import ExploreRequest, load_backend
 
         request = ExploreRequest(tasks=[], model=model, db=Path(), n_ctx=n_ctx, cache=cache)
-        _, backend = _load_backend(request, Console(file=io.StringIO()))
+        _, backend = load_backend(request, Console(file=io.StringIO()))
         return backend
 
     return load
