@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: branches.origin and .rebranch_of (re-branches by a person), summary_edits
 REVIEW_STATES = ("pending", "approved", "rejected")
 
 
@@ -221,6 +221,22 @@ _INDEXES = [
 ]
 
 
+def _migrate_to_2(db: sqlite_utils.Database) -> None:
+    """Re-branches by a person (origin, rebranch_of) and the history of summary edits."""
+    db["branches"].add_column("origin", str, not_null_default="explorer")
+    db["branches"].add_column("rebranch_of", int)
+    columns, options = _TABLES["summary_edits"]
+    db["summary_edits"].create(columns, if_not_exists=True, **options)
+    for row in db.query("select id, summary_edited, summary_edited_at from branches where summary_edited is not null"):
+        db["summary_edits"].insert(
+            {"branch_id": row["id"], "text": row["summary_edited"], "created_at": row["summary_edited_at"]}
+        )
+
+
+# Migration to version N, applied in order to files written by older versions.
+_MIGRATIONS = {2: _migrate_to_2}
+
+
 class Store:
     """Access to one leafe SQLite file."""
 
@@ -251,11 +267,16 @@ class Store:
             raise StoreError(
                 f"{self.path} has schema version {version}, newer than this leafe ({SCHEMA_VERSION}): upgrade"
             )
-        if version < 1:
+        if version == 0:  # a new file: the current schema at once
             for name, (columns, options) in _TABLES.items():
                 self.db[name].create(columns, if_not_exists=True, **options)
             for table, cols in _INDEXES:
                 self.db[table].create_index(cols, if_not_exists=True)
+        else:
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                with self.db.conn:
+                    _MIGRATIONS[step](self.db)
+        if version != SCHEMA_VERSION:
             self.db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
 
     def close(self) -> None:

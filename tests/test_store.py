@@ -1,0 +1,66 @@
+"""The SQLite store: schema versions and migrations, WAL, one-line errors."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from engine.store import SCHEMA_VERSION, Store, StoreError
+
+
+def _make_version_1(path: Path) -> None:
+    """A file as leafe's schema version 1 wrote it (before re-branches and the edit history)."""
+    store = Store(path)
+    run_id = store.create_run("path/abc", "path", "m", "scripted", {"budget": 2})
+    root_branch = store.add_branch(run_id, "root", 0, 0, status="running")
+    node = store.add_node(run_id=run_id, branch_id=root_branch.id, step=0, observation="start")
+    branch = store.add_branch(run_id, "rollback", node.id, 1, rollback_step=1, summary="generated")
+    store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("drop table summary_edits")
+        conn.execute("alter table branches drop column origin")
+        conn.execute("alter table branches drop column rebranch_of")
+        conn.execute("update branches set summary_edited = 'edited', summary_edited_at = 't' where id = ?",
+                     [branch.id])
+        conn.execute("update meta set value = '1' where key = 'schema_version'")
+
+
+def test_version_1_file_is_migrated_without_losing_anything(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    _make_version_1(path)
+    store = Store(path)
+    version = next(store.db.query("select value from meta where key = 'schema_version'"))["value"]
+    assert int(version) == SCHEMA_VERSION
+    root, branch = store.branches(1)
+    assert (root.origin, branch.origin, branch.rebranch_of) == ("explorer", "explorer", None)
+    assert (branch.summary, branch.summary_edited) == ("generated", "edited")
+    assert [e["text"] for e in store.summary_edits(branch.id)] == ["edited"]
+    store.edit_summary(branch.id, "again")  # the new table works
+    assert len(store.summary_edits(branch.id)) == 2
+
+
+def test_newer_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    Store(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("update meta set value = '99' where key = 'schema_version'")
+    with pytest.raises(StoreError, match="newer than this leafe"):
+        Store(path)
+
+
+def test_wal_and_foreign_keys_are_on(store: Store) -> None:
+    assert store.db.execute("pragma journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute("pragma foreign_keys").fetchone()[0] == 1
+
+
+def test_not_a_database_and_missing_file_are_one_line_errors(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_text("this is not sqlite " * 100)
+    with pytest.raises(StoreError, match="not a leafe database"):
+        Store(junk)
+    with pytest.raises(StoreError, match="no database at"):
+        Store(tmp_path / "missing.db", create=False)
+    with pytest.raises(StoreError, match="is a folder"):
+        Store(tmp_path)
