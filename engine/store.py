@@ -227,7 +227,8 @@ def _migrate_to_2(db: sqlite_utils.Database) -> None:
     db["branches"].add_column("rebranch_of", int)
     columns, options = _TABLES["summary_edits"]
     db["summary_edits"].create(columns, if_not_exists=True, **options)
-    for row in db.query("select id, summary_edited, summary_edited_at from branches where summary_edited is not null"):
+    edited = "select id, summary_edited, summary_edited_at from branches where summary_edited is not null"
+    for row in db.query(edited):
         db["summary_edits"].insert(
             {"branch_id": row["id"], "text": row["summary_edited"], "created_at": row["summary_edited_at"]}
         )
