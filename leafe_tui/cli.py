@@ -237,6 +237,9 @@ def explore(
             max_thought_chars=max_thought_chars,
         ),
     )
+    if tui and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        err.print("no terminal for the TUI: exploring with the plain live view instead", highlight=False)
+        tui = False
     if tui:
         from leafe_tui.app.launch import explore_in_tui
 

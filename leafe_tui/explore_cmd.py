@@ -61,6 +61,16 @@ class LiveView:
             )
 
 
+def resumable_run(store: Store, run_id: int) -> dict[str, Any]:
+    """The run to resume, or ValueError saying why it cannot be resumed."""
+    run = store.get_run(run_id)
+    if Store.effective_status(run) == "running":
+        raise ValueError(f"run {run_id} is still running in another process (pid {run['pid']})")
+    if run["status"] == "finished":
+        raise ValueError(f"run {run_id} already finished; nothing to resume")
+    return run
+
+
 def load_backend(request: ExploreRequest, err: Console):
     """Resolve (pulling if needed) and load the request's model; returns (model name, backend)."""
     from engine.backends.llama import LlamaCppBackend
@@ -81,13 +91,7 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
     try:
         store = Store(request.db)
         if request.resume is not None:
-            run = store.get_run(request.resume)
-            if Store.effective_status(run) == "running":
-                raise ValueError(
-                    f"run {request.resume} is still running in another process (pid {run['pid']})"
-                )
-            if run["status"] == "finished":
-                raise ValueError(f"run {request.resume} already finished; nothing to resume")
+            run = resumable_run(store, request.resume)
             jobs = [(run["task_id"], run)]
             request.model = request.model or run["model"]
         else:

@@ -22,8 +22,9 @@ def _make_version_1(path: Path) -> None:
         conn.execute("drop table summary_edits")
         conn.execute("alter table branches drop column origin")
         conn.execute("alter table branches drop column rebranch_of")
-        conn.execute("update branches set summary_edited = 'edited', summary_edited_at = 't' where id = ?",
-                     [branch.id])
+        conn.execute(
+            "update branches set summary_edited = 'edited', summary_edited_at = 't' where id = ?", [branch.id]
+        )
         conn.execute("update meta set value = '1' where key = 'schema_version'")
 
 

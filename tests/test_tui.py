@@ -457,13 +457,15 @@ def test_live_exploration_grows_the_tree_in_place_and_keeps_the_cursor(tmp_path:
             anchor_node = tree.cursor_node
             assert anchor is not None and screen.index.nodes[anchor[1]].step == 1
             gate.allow(4)  # step 2, a reflection (queues a branch under step 1), step 3, a reflection
-            await until(pilot, lambda: branch_key(3) in tree.tnodes, "the second branch, live")
+            def grown() -> list:
+                return [key for m in received(messages, RunTree.Grew) for key in m.added]
+
+            await until(pilot, lambda: branch_key(3) in grown(), "the second branch, live")
             assert app.busy and len(screen.index.steps[1]) == 3
             assert all(node_key(i) in tree.tnodes for i in screen.index.steps[1])
             assert tree.tnodes[branch_key(2)].parent is anchor_node
             assert tree.cursor_node is anchor_node and tree.current == anchor  # not rebuilt, not moved
-            grown = [key for m in received(messages, RunTree.Grew) for key in m.added]
-            assert grown == [node_key(2), node_key(3), branch_key(2), node_key(4), branch_key(3)]
+            assert grown() == [node_key(2), node_key(3), branch_key(2), node_key(4), branch_key(3)]
             gate.open()
             await app.wait_for_work()
             await pilot.pause()

@@ -56,20 +56,15 @@ def explore_in_tui(request, *, err: Console) -> int:  # request: leafe_tui.explo
     """``leafe explore … --tui``: check the request, then open the app with the work running."""
     from engine.envs import env_for_task
     from engine.explorer import ExploreConfig
+    from leafe_tui.explore_cmd import resumable_run
 
     try:
         if request.resume is not None:
             store = Store(request.db, create=False)
             try:
-                run = store.get_run(request.resume)
+                resumable_run(store, request.resume)
             finally:
                 store.close()
-            if Store.effective_status(run) == "running":
-                raise ValueError(
-                    f"run {request.resume} is still running in another process (pid {run['pid']})"
-                )
-            if run["status"] == "finished":
-                raise ValueError(f"run {request.resume} already finished; nothing to resume")
             job = ExploreJob("resume", run_id=request.resume, model=request.model)
         else:
             for task in request.tasks:
