@@ -34,7 +34,7 @@ sandbox:
 
 run: setup
 	$(LEAFE) models pull $(DEFAULT_MODEL)
-	$(LEAFE) explore $(DEFAULT_TASK) --model $(DEFAULT_MODEL)
+	$(LEAFE) explore $(DEFAULT_TASK) --model $(DEFAULT_MODEL) --tui
 
 test: setup
 	$(LEAFE) models pull $(TEST_MODEL)
