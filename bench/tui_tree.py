@@ -62,13 +62,11 @@ def build_run(path: Path, nodes: int, seed: int = 0) -> int:
     """A run of ``nodes`` steps: a root episode, then branches of 4-12 steps from random earlier steps."""
     rng = random.Random(seed)
     store = Store(path)
-    with store.db.conn:  # one transaction: building is not what is measured
-        run_id = store.create_run("sokoban/synthetic", "sokoban", "synthetic", "none", {"budget": 10_000})
-        root_branch = store.add_branch(run_id, "root", 0, 0, status="done")
-        root = store.add_node(
-            run_id=run_id, branch_id=root_branch.id, step=0, observation="start", valid=True
+    with store.db.atomic():  # one transaction: building is not what is measured
+        run_id, root = store.create_run(
+            "sokoban/synthetic", "sokoban", "synthetic", "none", {"budget": 10_000}, "start"
         )
-        store.db["branches"].update(root_branch.id, {"from_node_id": root.id})
+        root_branch = store.branch(root.branch_id)
         steps: list[Node] = []
         parent, branch_id, depth = root, root_branch.id, {root_branch.id: 0}
         count = 0

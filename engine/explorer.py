@@ -104,15 +104,9 @@ class Explorer:
     def start(self, task_id: str, model: str) -> int:
         """Create a run for ``task_id``, explore it, and return the run id."""
         first_observation = self.env.reset(task_id, self.config.task_seed)
-        run_id = self.store.create_run(task_id, self.env.name, model, self.backend.name, asdict(self.config))
-        root = self.store.add_node(
-            run_id=run_id,
-            branch_id=self._root_branch_id(run_id),
-            step=0,
-            observation=first_observation,
-            valid=True,
+        run_id, root = self.store.create_run(
+            task_id, self.env.name, model, self.backend.name, asdict(self.config), first_observation
         )
-        self.store.db["branches"].update(root.branch_id, {"from_node_id": root.id})
         self._emit("run", run_id, status="running", task_id=task_id)
         self._emit("branch", run_id, id=root.branch_id, status="running")
         self._emit("node", run_id, **root.__dict__)
@@ -167,11 +161,6 @@ class Explorer:
         return self.store.branch(child.id)
 
     # --- the breadth-first loop -------------------------------------------------------------
-    def _root_branch_id(self, run_id: int) -> int:
-        # The root node needs a branch and the branch needs its start node: insert the branch
-        # first with a placeholder that start() corrects right after the root node exists.
-        return self.store.add_branch(run_id, "root", from_node_id=0, depth=0, status="running").id
-
     def _loop(self, run_id: int, task_id: str, only: int | None = None) -> None:
         try:
             if only is not None:

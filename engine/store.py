@@ -275,7 +275,7 @@ class Store:
                 self.db[table].create_index(cols, if_not_exists=True)
         else:
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                with self.db.conn:
+                with self.db.atomic():
                     _MIGRATIONS[step](self.db)
         if version != SCHEMA_VERSION:
             self.db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
@@ -284,24 +284,35 @@ class Store:
         self.db.close()
 
     # --- runs ------------------------------------------------------------------------------
-    def create_run(self, task_id: str, env: str, model: str, backend: str, config: dict[str, Any]) -> int:
+    def create_run(
+        self, task_id: str, env: str, model: str, backend: str, config: dict[str, Any], first_observation: str
+    ) -> tuple[int, Node]:
+        """A new run with its root episode and root node (step 0, the first observation), atomically."""
         stamp = now()
-        table = self.db["runs"]
-        table.insert(
-            {
-                "task_id": task_id,
-                "env": env,
-                "model": model,
-                "backend": backend,
-                "config": json.dumps(config, sort_keys=True),
-                "status": "running",
-                "error": None,
-                "pid": os.getpid(),
-                "created_at": stamp,
-                "updated_at": stamp,
-            }
-        )
-        return int(table.last_pk)
+        with self.db.atomic():
+            runs = self.db["runs"]
+            runs.insert(
+                {
+                    "task_id": task_id,
+                    "env": env,
+                    "model": model,
+                    "backend": backend,
+                    "config": json.dumps(config, sort_keys=True),
+                    "status": "running",
+                    "error": None,
+                    "pid": os.getpid(),
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                }
+            )
+            run_id = int(runs.last_pk)
+            # The root node belongs to the root branch and the branch starts at that node.
+            branch = self.add_branch(run_id, "root", from_node_id=0, depth=0, status="running")
+            root = self.add_node(
+                run_id=run_id, branch_id=branch.id, step=0, observation=first_observation, valid=True
+            )
+            self.db["branches"].update(branch.id, {"from_node_id": root.id})
+        return run_id, root
 
     def get_run(self, run_id: int) -> dict[str, Any]:
         try:
@@ -440,7 +451,7 @@ class Store:
     def edit_summary(self, branch_id: int, text: str) -> None:
         """Record a person's edit: the generated summary stays, every edit is kept with its time."""
         stamp = now()
-        with self.db.conn:
+        with self.db.atomic():
             self.db["summary_edits"].insert({"branch_id": branch_id, "text": text, "created_at": stamp})
             self.db["branches"].update(branch_id, {"summary_edited": text, "summary_edited_at": stamp})
 

@@ -13,9 +13,7 @@ from engine.store import SCHEMA_VERSION, Store, StoreError
 def _make_version_1(path: Path) -> None:
     """A file as leafe's schema version 1 wrote it (before re-branches and the edit history)."""
     store = Store(path)
-    run_id = store.create_run("path/abc", "path", "m", "scripted", {"budget": 2})
-    root_branch = store.add_branch(run_id, "root", 0, 0, status="running")
-    node = store.add_node(run_id=run_id, branch_id=root_branch.id, step=0, observation="start")
+    run_id, node = store.create_run("path/abc", "path", "m", "scripted", {"budget": 2}, "start")
     branch = store.add_branch(run_id, "rollback", node.id, 1, rollback_step=1, summary="generated")
     store.close()
     with sqlite3.connect(path) as conn:

@@ -457,6 +457,7 @@ def test_live_exploration_grows_the_tree_in_place_and_keeps_the_cursor(tmp_path:
             anchor_node = tree.cursor_node
             assert anchor is not None and screen.index.nodes[anchor[1]].step == 1
             gate.allow(4)  # step 2, a reflection (queues a branch under step 1), step 3, a reflection
+
             def grown() -> list:
                 return [key for m in received(messages, RunTree.Grew) for key in m.added]
 
