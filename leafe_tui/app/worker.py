@@ -159,17 +159,15 @@ class JobRunner:
 
 
 class _Progress:
-    """Posts episodes used / budget whenever an episode starts or ends."""
+    """Posts episodes used / budget and the steps taken after everything the explorer commits."""
 
     def __init__(self, store: Store, budget: int, post: Callable[[Message], Any]) -> None:
         self.store, self.budget, self.post = store, budget, post
         self.steps = 0
 
     def __call__(self, event: ExplorerEvent) -> None:
-        if event.kind == "node":
+        if event.kind == "node" and event.data.get("step", 0) > 0:
             self.steps += 1
-            if self.steps % 10:
-                return
         used = self.store.episodes_used(event.run_id)
         budget = max(self.budget, used)
         self.post(
