@@ -23,6 +23,9 @@ import re
 from dataclasses import dataclass
 
 from engine.envs.base import ParsedAction
+from engine.prompts import SUMMARY_HINT
+
+MIN_SUMMARY_WORDS = 3  # small models copy placeholders ("…") or answer one word; that guides nothing
 
 _THINK = re.compile(r"<think>(.*?)(?:</think>|(?=<action>)|$)", re.S | re.I)
 _ACTION_OPEN = re.compile(r"<action>", re.I)
@@ -92,6 +95,8 @@ def parse_reflection(reply: str, last_step: int) -> Reflection:
         return Reflection(None, summary, thought, f"rollback step {step} is outside 1..{last_step}")
     if not summary:
         return Reflection(None, summary, thought, "a rollback needs a non-empty <summary>")
+    if len(re.findall(r"[^\W\d_]{2,}", summary)) < MIN_SUMMARY_WORDS or summary.lower() == SUMMARY_HINT:
+        return Reflection(None, summary, thought, "the <summary> is too short to guide a new attempt")
     return Reflection(step, summary, thought)
 
 
@@ -132,6 +137,7 @@ def reflection_grammar(allow_none: bool = True, max_thought_chars: int = 400) ->
             '"<summary>" summary "</summary>"',
             _thought_rule(max_thought_chars),
             f"step ::= {step}",
-            "summary ::= [^<]{1,300}",  # one or two sentences; small models otherwise repeat themselves
+            # One or two sentences that start with a letter; small models otherwise copy "…" or ramble.
+            "summary ::= [A-Za-z] [^<]{10,300}",
         ]
     )

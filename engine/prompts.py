@@ -20,6 +20,9 @@ Every reply has exactly two parts: a short thought, then one action:
 <action>your action</action>
 {action_help}"""
 
+# The placeholder of the summary in the reflection format; a reply that only copies it is not a summary.
+SUMMARY_HINT = "what went wrong and what to do instead"
+
 GUIDANCE_HEADER = "Experience from an earlier attempt at this task (use it to avoid the same mistake):"
 
 REFLECTION_PROMPT = """\
@@ -30,9 +33,9 @@ wrong (refer to the feedback) and what to do instead, in one or two sentences. T
 be rolled back to just before that step, and you will continue from there with your summary.
 {none_rule}
 Answer in exactly this format, where N is {step_hint}:
-<think>…</think>
+<think>your analysis</think>
 <rollback>N</rollback>
-<summary>…</summary>"""
+<summary>{summary_hint}</summary>"""
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,11 @@ def reflection_messages(trajectory: list[Message], last_step: int, failed: bool,
     else:
         none_rule, step_hint = "If every step so far was right, answer none.", "that step's number, or none"
     request = REFLECTION_PROMPT.format(
-        situation=situation, last_step=last_step, none_rule=none_rule, step_hint=step_hint
+        situation=situation,
+        last_step=last_step,
+        none_rule=none_rule,
+        step_hint=step_hint,
+        summary_hint=SUMMARY_HINT,
     )
     last = trajectory[-1]
     return [*trajectory[:-1], {"role": "user", "content": last["content"] + "\n\n" + request}]

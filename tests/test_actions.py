@@ -11,7 +11,14 @@ from engine.actions import (
     reflection_grammar,
     strip_code_fence,
 )
-from engine.prompts import GUIDANCE_HEADER, Turn, guidance_by_step, reflection_messages, trajectory_messages
+from engine.prompts import (
+    GUIDANCE_HEADER,
+    SUMMARY_HINT,
+    Turn,
+    guidance_by_step,
+    reflection_messages,
+    trajectory_messages,
+)
 
 
 @pytest.mark.parametrize(
@@ -59,13 +66,21 @@ def test_strip_code_fence_only_when_whole_text_is_fenced() -> None:
 @pytest.mark.parametrize(
     ("reply", "step", "summary", "error"),
     [
-        ("<think>a</think><rollback>2</rollback><summary>push first</summary>", 2, "push first", None),
-        ("<rollback> step 3 </rollback><summary>s</summary>", 3, "s", None),
+        (
+            "<think>a</think><rollback>2</rollback><summary>push the box first</summary>",
+            2,
+            "push the box first",
+            None,
+        ),
+        ("<rollback> step 3 </rollback><summary>read all of stdin</summary>", 3, "read all of stdin", None),
         ("<rollback>none</rollback><summary>fine</summary>", None, "fine", None),
         ("<rollback>None</rollback>", None, "", None),
         ("<rollback>9</rollback><summary>s</summary>", None, "s", "outside 1..4"),
         ("<rollback>two</rollback><summary>s</summary>", None, "s", "not a number"),
         ("<rollback>2</rollback>", None, "", "non-empty <summary>"),
+        ("<rollback>2</rollback><summary>…</summary>", None, "…", "too short"),
+        ("<rollback>2</rollback><summary>fix it</summary>", None, "fix it", "too short"),
+        (f"<rollback>2</rollback><summary>{SUMMARY_HINT}</summary>", None, SUMMARY_HINT, "too short"),
         ("I think step 2 was wrong", None, "", "no <rollback>"),
     ],
 )

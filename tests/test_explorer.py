@@ -150,7 +150,7 @@ def test_a_repeated_rollback_request_spawns_no_second_branch(store: Store) -> No
     def reply(messages):
         step = sum(1 for m in messages if m["role"] == "assistant")
         if is_reflection(messages):
-            return reflect(1, "be quicker")
+            return reflect(1, "be quicker this time")
         return act("abcdefg"[step])
 
     run_id, _ = explore(store, reply, task="path/abcdefg", budget=1, reflect_every=2)
