@@ -46,7 +46,7 @@ class LiveView:
             data = self.store.tree(event.run_id)
             budget = data["run"]["config"].get("budget")
             self.live.update(Group(totals_line(data["totals"], budget), tree_renderable(data, compact=True)))
-        elif event.kind == "node":
+        elif event.kind == "node" and event.data["step"] > 0:  # step 0 is the first observation
             line = Text(f"run {event.run_id} branch #{event.data['branch_id']} ")
             self.console.print(line + node_label(event.data), highlight=False)
         elif event.kind == "reflection":

@@ -165,3 +165,27 @@ def test_bad_config_file_is_a_one_line_error(tmp_path: Path, monkeypatch) -> Non
     monkeypatch.setenv("LEAFE_CONFIG", str(config))
     result = invoke("runs")
     assert result.exit_code == 2 and "bugdet" in result.output
+
+
+def test_plain_live_view_prints_one_line_per_step_and_reflection(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from leafe_tui.explore_cmd import LiveView
+
+    store = Store(tmp_path / "live.db")
+    console = Console(record=True, width=200)
+
+    def reply(messages):
+        if is_reflection(messages):
+            return reflect(2, "at step 2 write the letter b")
+        step = sum(1 for m in messages if m["role"] == "assistant") + 1
+        return act("x" if step == 2 and not guided(messages) else "abc"[step - 1])
+
+    view = LiveView(store, None, console)
+    Explorer(
+        store, ScriptedBackend(reply_fn=reply), PathTestEnv(), ExploreConfig(budget=2), on_event=view
+    ).start("path/abc", "scripted")
+    lines = console.export_text().splitlines()
+    steps = [line for line in lines if " branch #" in line and "reflection" not in line]
+    assert len(steps) == len([n for n in store.nodes(1) if n.step > 0]) == 4
+    assert any("reflection at node" in line and "roll back to step 2" in line for line in lines)
