@@ -333,8 +333,3 @@ def test_extract_program_and_helpers() -> None:
     assert not doctest_output_matches("True\n", "1\n")
     examples = [("f(1)\n", "2\n"), ("g(\n  3)\n", "[1,\n 2]\n")]
     assert doctest_examples(to_doctest(examples)) == examples
-
-
-def test_action_grammar_is_a_rule_body(env: CodeEnv) -> None:
-    grammar = env.action_grammar()
-    assert isinstance(grammar, str) and "::=" not in grammar

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.backends.base import BackendError, Completion, Message, ModelBackend
+from engine.backends.base import BackendError, Completion, Message, ModelBackend, common_prefix_length
 
 MIN_PREFIX_TO_SAVE = 16  # below this, re-evaluating is cheaper than keeping a copy
 
@@ -29,15 +29,6 @@ class SavedPrefix:
 
     tokens: tuple[int, ...]
     kv: bytes
-
-
-def _common_prefix(a: Any, b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 class LlamaCppBackend(ModelBackend):
@@ -99,7 +90,7 @@ class LlamaCppBackend(ModelBackend):
         """How many leading prompt tokens llama-cpp-python will take from the KV cache (its own rule)."""
         if self.llm.n_tokens == 0:
             return 0
-        shared = _common_prefix(self.llm._input_ids, tokens)
+        shared = common_prefix_length(self.llm._input_ids, tokens)
         return shared - 1 if shared == len(tokens) else shared
 
     # --- calls -----------------------------------------------------------------------------
@@ -148,7 +139,7 @@ class LlamaCppBackend(ModelBackend):
         import llama_cpp
 
         tokens = self.tokens(messages)
-        shared = min(_common_prefix(self.llm._input_ids, tokens), len(tokens) - 1)
+        shared = min(common_prefix_length(self.llm._input_ids, tokens), len(tokens) - 1)
         if shared < MIN_PREFIX_TO_SAVE:
             return None
         # Drop the cells after the shared prefix first so only the prefix is copied; the

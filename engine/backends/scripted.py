@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from engine.backends.base import Completion, Message, ModelBackend
+from engine.backends.base import Completion, Message, ModelBackend, common_prefix_length
 
 ReplyFn = Callable[[list[Message]], str]
 
@@ -48,17 +48,13 @@ class ScriptedBackend(ModelBackend):
         else:
             raise IndexError("ScriptedBackend ran out of scripted replies")
         words = _words(messages)
-        cached = 0
-        while cached < min(len(words), len(self._context)) and words[cached] == self._context[cached]:
-            cached += 1
+        cached = common_prefix_length(words, self._context)
         self._context = words + text.split()
         return Completion(text, len(words), cached, len(text.split()), 0.0)
 
     def save_prefix(self, messages: list[Message]) -> Any | None:
         words = _words(messages)
-        shared = 0
-        while shared < min(len(words), len(self._context)) and words[shared] == self._context[shared]:
-            shared += 1
+        shared = common_prefix_length(words, self._context)
         return list(self._context[:shared])
 
     def restore_prefix(self, handle: Any) -> None:
