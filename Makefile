@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	@echo "leafe: installing (the first time compiles llama.cpp: 15-20 min on two cores)"
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[train,dev]'
 	@touch $(STAMP)
 
 # The strong sandbox for model-written code is bubblewrap; install it where we can, else the

@@ -11,6 +11,7 @@ Tables
   review state) or a fresh restart from the task's start when the queue ran dry (kind ``restart``).
 - ``nodes``: one environment step (step 0 is the reset observation, the root of the tree).
 - ``reflections``: every reflection, including "no rollback" and unparsable ones.
+- Stage 2 (datasets, training jobs, adapters): see ``engine/training_records.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 2  # 2: branches.origin and .rebranch_of (re-branches by a person), summary_edits
+from engine.training_records import TrainingRecords, create_training_tables
+
+# 2: branches.origin and .rebranch_of (re-branches by a person), summary_edits
+# 3: the Stage-2 tables (datasets, dataset_examples, train_jobs, train_metrics, adapters)
+SCHEMA_VERSION = 3
 REVIEW_STATES = ("pending", "approved", "rejected")
 
 
@@ -235,11 +240,11 @@ def _migrate_to_2(db: sqlite_utils.Database) -> None:
 
 
 # Migration to version N, applied in order to files written by older versions.
-_MIGRATIONS = {2: _migrate_to_2}
+_MIGRATIONS = {2: _migrate_to_2, 3: create_training_tables}
 
 
-class Store:
-    """Access to one leafe SQLite file."""
+class Store(TrainingRecords):
+    """Access to one leafe SQLite file (Stage-2 rows: :class:`TrainingRecords`)."""
 
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = Path(path).expanduser()
@@ -273,6 +278,7 @@ class Store:
                 self.db[name].create(columns, if_not_exists=True, **options)
             for table, cols in _INDEXES:
                 self.db[table].create_index(cols, if_not_exists=True)
+            create_training_tables(self.db)
         else:
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 with self.db.atomic():

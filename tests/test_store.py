@@ -17,6 +17,7 @@ def _make_version_1(path: Path) -> None:
     branch = store.add_branch(run_id, "rollback", node.id, 1, rollback_step=1, summary="generated")
     store.close()
     with sqlite3.connect(path) as conn:
+        _drop_training_tables(conn)
         conn.execute("drop table summary_edits")
         conn.execute("alter table branches drop column origin")
         conn.execute("alter table branches drop column rebranch_of")
@@ -24,6 +25,25 @@ def _make_version_1(path: Path) -> None:
             "update branches set summary_edited = 'edited', summary_edited_at = 't' where id = ?", [branch.id]
         )
         conn.execute("update meta set value = '1' where key = 'schema_version'")
+
+
+def _drop_training_tables(conn: sqlite3.Connection) -> None:
+    for table in ("adapters", "train_metrics", "train_jobs", "dataset_examples", "datasets"):
+        conn.execute(f"drop table {table}")
+
+
+def test_version_2_file_gains_the_training_tables(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    store = Store(path)
+    run_id, _ = store.create_run("path/abc", "path", "m", "scripted", {}, "start")
+    store.close()
+    with sqlite3.connect(path) as conn:
+        _drop_training_tables(conn)
+        conn.execute("update meta set value = '2' where key = 'schema_version'")
+    store = Store(path)
+    assert store.get_run(run_id)["task_id"] == "path/abc"
+    job = store.create_job(dataset_id=None, dataset_path="d.jsonl", base="m", method="lora", config={})
+    assert store.job(job)["status"] == "queued"
 
 
 def test_version_1_file_is_migrated_without_losing_anything(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Stage 2: datasets from the rollback trees, LoRA/QLoRA training, adapter export (imports torch lazily)."""
