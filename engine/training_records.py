@@ -95,7 +95,11 @@ TRAINING_TABLES: dict[str, tuple[dict[str, type], dict[str, Any]]] = {
             "lr": float,
             "created_at": str,
         },
-        {"pk": "id", "not_null": {"job_id", "kind", "step", "loss"}, "foreign_keys": [("job_id", "train_jobs", "id")]},
+        {
+            "pk": "id",
+            "not_null": {"job_id", "kind", "step", "loss"},
+            "foreign_keys": [("job_id", "train_jobs", "id")],
+        },
     ),
     "adapters": (
         {
@@ -113,7 +117,11 @@ TRAINING_TABLES: dict[str, tuple[dict[str, type], dict[str, Any]]] = {
             "parity_positions": int,
             "created_at": str,
         },
-        {"pk": "id", "not_null": {"job_id", "base", "peft_dir"}, "foreign_keys": [("job_id", "train_jobs", "id")]},
+        {
+            "pk": "id",
+            "not_null": {"job_id", "base", "peft_dir"},
+            "foreign_keys": [("job_id", "train_jobs", "id")],
+        },
     ),
 }
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.backends.base import BackendError, Completion, Message, ModelBackend, common_prefix_length
+from engine.chat_template import GgufChatTemplate, TemplateError
 
 MIN_PREFIX_TO_SAVE = 16  # below this, re-evaluating is cheaper than keeping a copy
 
@@ -45,7 +46,6 @@ class LlamaCppBackend(ModelBackend):
     ) -> None:
         try:
             from llama_cpp import Llama
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
         except ImportError as exc:  # pragma: no cover - depends on the installation
             raise BackendError(
                 f"llama-cpp-python is not installed ({exc}); run `make run` to set up"
@@ -63,18 +63,10 @@ class LlamaCppBackend(ModelBackend):
             )
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"llama.cpp could not load {path.name}: {exc}") from exc
-        template = self.llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise BackendError(
-                f"{path.name} has no chat template in its GGUF metadata; leafe needs a chat model"
-            )
-        model = self.llm._model
-        eos_id, bos_id = self.llm.token_eos(), self.llm.token_bos()
-        self._formatter = Jinja2ChatFormatter(
-            template=template,
-            eos_token=model.token_get_text(eos_id) if eos_id != -1 else "",
-            bos_token=model.token_get_text(bos_id) if bos_id != -1 else "",
-        )
+        try:
+            self.template = GgufChatTemplate(self.llm, name=path.name)
+        except TemplateError as exc:
+            raise BackendError(str(exc)) from exc
         self.n_ctx = n_ctx
         self.reuse_prefix = reuse_prefix
         self.name = f"llama.cpp:{path.name}"
@@ -83,8 +75,7 @@ class LlamaCppBackend(ModelBackend):
     # --- prompts ---------------------------------------------------------------------------
     def tokens(self, messages: list[Message]) -> list[int]:
         """The prompt tokens of ``messages`` exactly as this backend evaluates them."""
-        prompt = self._formatter(messages=messages).prompt
-        return self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        return self.template.encode(self.template.render(messages))
 
     def _cached_prefix(self, tokens: list[int]) -> int:
         """How many leading prompt tokens llama-cpp-python will take from the KV cache (its own rule)."""
