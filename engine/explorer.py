@@ -43,6 +43,7 @@ class ExploreConfig:
     grammar: bool = False  # constrain replies with GBNF grammars
     max_thought_chars: int = 400  # with the grammar: longest <think> part, so the action always fits
     task_seed: int = 0  # passed to env.reset
+    adapter: str | None = None  # the GGUF LoRA the model ran with (recorded; the backend loads it)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExploreConfig:

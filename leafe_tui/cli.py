@@ -1,4 +1,4 @@
-"""The ``leafe`` command line: models, tasks, play, explore, runs, tree, tui.
+"""The ``leafe`` command line: models, tasks, play, explore, runs, tree, tui (Stage 2: ``stage2_cli``).
 
 User mistakes (a wrong path, an unknown model or task, a bad flag value) end with one clear line on
 stderr and exit code 2; a run that fails for another reason exits 1; Ctrl-C exits 130 and leaves a
@@ -207,6 +207,9 @@ def explore(
     tasks_file: TasksFileOption = None,
     as_json: JsonOption = False,
     tui: Annotated[bool, typer.Option("--tui", help="Watch it grow in the TUI as it runs.")] = False,
+    adapter: Annotated[
+        str | None, typer.Option("--adapter", help="A trained adapter: id (`leafe adapters`) or .gguf.")
+    ] = None,
 ) -> None:
     """Explore tasks with the model: act, reflect, roll back, branch; every node goes to SQLite.
 
@@ -225,6 +228,7 @@ def explore(
         n_ctx=n_ctx,
         cache=cache,
         as_json=as_json,
+        adapter=adapter,
         config=dict(
             budget=budget,
             max_depth=max_depth,
@@ -317,6 +321,10 @@ def tui(
     )
     if code:
         raise typer.Exit(code)
+
+
+# The Stage-2 verbs (review, dataset, train, jobs, adapters) register themselves on ``app``.
+from leafe_tui import stage2_cli  # noqa: E402, F401
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -31,6 +31,7 @@ class ExploreRequest:
     cache: bool = True
     as_json: bool = False
     config: dict[str, Any] = field(default_factory=dict)
+    adapter: str | None = None  # an adapter id from `leafe adapters` or a GGUF LoRA file
 
 
 class LiveView:
@@ -71,18 +72,55 @@ def resumable_run(store: Store, run_id: int) -> dict[str, Any]:
     return run
 
 
+def resolve_adapter(spec: str, db: Path, model: str) -> tuple[str, Path]:
+    """An adapter id (from the store) or a GGUF LoRA path, checked against the model it will run on.
+
+    Returns the model to use (the adapter's base when ``model`` is empty) and the GGUF LoRA path.
+    """
+    if not spec.isdigit():
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ValueError(f"no adapter file {path}: --adapter takes an id (`leafe adapters`) or a .gguf")
+        return model, path.resolve()
+    store = Store(db, create=False)
+    try:
+        row = store.adapter(int(spec))
+    finally:
+        store.close()
+    path = Path(row["gguf_path"] or "")
+    if not path.is_file():
+        raise ValueError(f"adapter {spec}: its GGUF file {path} is missing (was the job folder deleted?)")
+    if model and row["base_gguf"]:
+        from engine.models import ModelError, resolve_model
+
+        try:
+            wanted = resolve_model(model, pull_missing=False)
+        except ModelError:
+            wanted = None
+        if wanted is not None and wanted.resolve() != Path(row["base_gguf"]).resolve():
+            raise ValueError(
+                f"adapter {spec} was trained on {row['base']}, not {model}: use --model {row['base']}"
+            )
+    return model or row["base"], path
+
+
 def load_backend(request: ExploreRequest, err: Console):
     """Resolve (pulling if needed) and load the request's model; returns (model name, backend)."""
     from engine.backends.llama import LlamaCppBackend
     from engine.models import DEFAULT_MODEL, ModelError, resolve_model
 
+    lora = None
+    if request.adapter:
+        request.model, lora = resolve_adapter(request.adapter, request.db, request.model)
+        request.config["adapter"] = str(lora)
     name = request.model or DEFAULT_MODEL
     try:
         path = resolve_model(name)
     except ModelError as exc:
         raise ValueError(str(exc)) from None
-    with err.status(f"loading {path.name} into llama.cpp…"):
-        backend = LlamaCppBackend(path, n_ctx=request.n_ctx, reuse_prefix=request.cache)
+    what = f"{path.name} with adapter {lora.name}" if lora else path.name
+    with err.status(f"loading {what} into llama.cpp…"):
+        backend = LlamaCppBackend(path, n_ctx=request.n_ctx, reuse_prefix=request.cache, lora_path=lora)
     return name, backend
 
 
@@ -94,12 +132,13 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
             run = resumable_run(store, request.resume)
             jobs = [(run["task_id"], run)]
             request.model = request.model or run["model"]
+            request.adapter = request.adapter or run["config"].get("adapter")
         else:
             jobs = [(task, None) for task in request.tasks]
         envs = {task: env_for_task(task, tasks_file=request.tasks_file) for task, _ in jobs}
+        model_name, backend = load_backend(request, err)
         config = ExploreConfig.from_dict(jobs[0][1]["config"] if jobs[0][1] else request.config)
         config.validate()
-        model_name, backend = load_backend(request, err)
     except (ValueError, TaskNotFound, StoreError, BackendError, OSError) as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2

@@ -56,9 +56,12 @@ def explore_in_tui(request, *, err: Console) -> int:  # request: leafe_tui.explo
     """``leafe explore … --tui``: check the request, then open the app with the work running."""
     from engine.envs import env_for_task
     from engine.explorer import ExploreConfig
-    from leafe_tui.explore_cmd import resumable_run
+    from leafe_tui.explore_cmd import resolve_adapter, resumable_run
 
     try:
+        if request.adapter:
+            request.model, lora = resolve_adapter(request.adapter, request.db, request.model)
+            request.config["adapter"] = str(lora)
         if request.resume is not None:
             store = Store(request.db, create=False)
             try:

@@ -21,7 +21,7 @@ from engine.envs.base import Environment, TaskNotFound
 from engine.explorer import ExploreConfig, Explorer, ExplorerEvent, ReplayMismatch
 from engine.store import Store, StoreError
 
-BackendFactory = Callable[[str], ModelBackend]
+BackendFactory = Callable[..., ModelBackend]  # (model, adapter=None) -> backend
 EnvFactory = Callable[[str], Environment]
 USER_ERRORS = (ValueError, TaskNotFound, StoreError, BackendError, ReplayMismatch, OSError)
 
@@ -106,15 +106,18 @@ class JobRunner:
             return
         self.post(WorkFinished(job, run_ids, self.stop.is_set()))
 
-    def _backend(self, model: str) -> ModelBackend:
-        if model not in self.backends:
-            self.post(WorkProgress(f"loading model {model}…"))
-            self.backends[model] = self.backend_factory(model)
-        return self.backends[model]
+    def _backend(self, model: str, adapter: str | None = None) -> ModelBackend:
+        key = f"{model}+{adapter}" if adapter else model
+        if key not in self.backends:
+            self.post(WorkProgress(f"loading model {model}{' with its adapter' if adapter else ''}…"))
+            self.backends[key] = (
+                self.backend_factory(model, adapter=adapter) if adapter else self.backend_factory(model)
+            )
+        return self.backends[key]
 
     def _explorer(self, store: Store, task: str, config: dict[str, Any], model: str) -> Explorer:
         env = self.env_factory(task)
-        backend = self._backend(model)
+        backend = self._backend(model, config.get("adapter"))
         explore_config = ExploreConfig.from_dict(config)
         explore_config.validate()
         progress = _Progress(store, explore_config.budget, self.post)
@@ -184,14 +187,14 @@ def _default_model() -> str:
 def llama_backend_factory(n_ctx: int = 8192, cache: bool = True) -> BackendFactory:
     """Load llama.cpp models the way ``leafe explore`` does (same resolution, same options)."""
 
-    def load(model: str) -> ModelBackend:
+    def load(model: str, adapter: str | None = None) -> ModelBackend:
         import io
 
         from rich.console import Console
 
         from leafe_tui.explore_cmd import ExploreRequest, load_backend
 
-        request = ExploreRequest(tasks=[], model=model, db=Path(), n_ctx=n_ctx, cache=cache)
+        request = ExploreRequest(tasks=[], model=model, db=Path(), n_ctx=n_ctx, cache=cache, adapter=adapter)
         _, backend = load_backend(request, Console(file=io.StringIO()))
         return backend
 
