@@ -5,7 +5,10 @@ They exist for tests only; every user-facing path runs real environments and the
 
 from __future__ import annotations
 
+from engine.backends.scripted import ScriptedBackend
 from engine.envs.base import Environment, ParsedAction, StepResult, Task, TaskNotFound
+from engine.explorer import ExploreConfig, Explorer
+from engine.store import Branch, Store
 
 GUIDANCE_MARK = "Experience from an earlier attempt"
 
@@ -65,3 +68,44 @@ def is_reflection(messages: list[dict[str, str]]) -> bool:
 
 def guided(messages: list[dict[str, str]]) -> bool:
     return any(GUIDANCE_MARK in m["content"] for m in messages if m["role"] == "user")
+
+
+# --- Stage 2: a run whose rollback branch recovers (datasets, training) -----------------------
+
+SUMMARY = "at step 2 write the letter b"
+
+
+def help_for(env: str) -> str:
+    assert env == "path"
+    return PathTestEnv.action_help
+
+
+def policy(word: str = "abc", wrong: str = "x", rollback_to: int = 2):
+    """Right letters, except ``wrong`` at step 2 unless guided; a failure reflection rolls back."""
+
+    def reply(messages: list[dict[str, str]]) -> str:
+        if is_reflection(messages):
+            return reflect(rollback_to, SUMMARY)
+        step = sum(1 for m in messages if m["role"] == "assistant") + 1
+        if step == 2 and not guided(messages):
+            return act(wrong)
+        return act(word[step - 1], thought=f"letter {step}")
+
+    return reply
+
+
+def explore_recovery(
+    store: Store, reply=None, model: str = "scripted", **config
+) -> tuple[int, ScriptedBackend]:
+    """A run of ``path/abc``: the root fails at step 2, its reflection's branch recovers and succeeds.
+
+    ``model`` is only the name recorded with the run (datasets take their tokenizer from it).
+    """
+    backend = ScriptedBackend(reply_fn=reply or policy())
+    config.setdefault("budget", 2)
+    run_id = Explorer(store, backend, PathTestEnv(), ExploreConfig(**config)).start("path/abc", model)
+    return run_id, backend
+
+
+def rollback_branch(store: Store, run_id: int) -> Branch:
+    return next(b for b in store.branches(run_id) if b.kind == "rollback")

@@ -7,45 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.backends.scripted import ScriptedBackend
-from engine.explorer import ExploreConfig, Explorer
 from engine.models import TEST_MODEL, cached_path
 from engine.prompts import GUIDANCE_HEADER
 from engine.store import Store
-from tests.doubles import PathTestEnv, act, guided, is_reflection, reflect
+from tests.doubles import SUMMARY, explore_recovery, guided, help_for, policy, rollback_branch
 from trainer.dataset import DatasetError, DatasetSettings, build_dataset, collect_examples, read_dataset
-
-SUMMARY = "at step 2 write the letter b"
-
-
-def help_for(env: str) -> str:
-    assert env == "path"
-    return PathTestEnv.action_help
-
-
-def policy(word: str = "abc", wrong: str = "x", rollback_to: int = 2):
-    """Right letters, except ``wrong`` at step 2 unless guided; a failure reflection rolls back."""
-
-    def reply(messages: list[dict[str, str]]) -> str:
-        if is_reflection(messages):
-            return reflect(rollback_to, SUMMARY)
-        step = sum(1 for m in messages if m["role"] == "assistant") + 1
-        if step == 2 and not guided(messages):
-            return act(wrong)
-        return act(word[step - 1], thought=f"letter {step}")
-
-    return reply
-
-
-def explore(store: Store, reply=None, **config) -> tuple[int, ScriptedBackend]:
-    backend = ScriptedBackend(reply_fn=reply or policy())
-    config.setdefault("budget", 2)
-    run_id = Explorer(store, backend, PathTestEnv(), ExploreConfig(**config)).start("path/abc", "scripted")
-    return run_id, backend
-
-
-def rollback_branch(store: Store, run_id: int):
-    return next(b for b in store.branches(run_id) if b.kind == "rollback")
 
 
 def build(store: Store, tmp_path: Path, **settings):
@@ -53,13 +19,13 @@ def build(store: Store, tmp_path: Path, **settings):
 
 
 def test_unapproved_branches_give_nothing_and_the_error_says_why(store: Store, tmp_path: Path) -> None:
-    explore(store)
+    explore_recovery(store)
     with pytest.raises(DatasetError, match="not approved.*leafe review"):
         build(store, tmp_path)
 
 
 def test_counterfactual_is_the_original_history_without_the_summary(store: Store, tmp_path: Path) -> None:
-    run_id, backend = explore(store)
+    run_id, backend = explore_recovery(store)
     branch = rollback_branch(store, run_id)
     store.set_review(branch.id, "approved")
     dataset_id, counts = build(store, tmp_path)
@@ -100,7 +66,7 @@ def test_counterfactual_is_the_original_history_without_the_summary(store: Store
 
 
 def test_suffix_option_trains_the_whole_corrected_suffix(store: Store, tmp_path: Path) -> None:
-    run_id, _ = explore(store)
+    run_id, _ = explore_recovery(store)
     store.set_review(rollback_branch(store, run_id).id, "approved")
     _, counts = build(store, tmp_path, cf_suffix=True, rehearsal_fraction=0.0)
     (cf,) = read_dataset(tmp_path / "d.jsonl")
@@ -109,7 +75,7 @@ def test_suffix_option_trains_the_whole_corrected_suffix(store: Store, tmp_path:
 
 
 def test_rejected_never_enters_and_all_successful_takes_pending(store: Store, tmp_path: Path) -> None:
-    run_id, _ = explore(store)
+    run_id, _ = explore_recovery(store)
     examples, _ = collect_examples(store, DatasetSettings(selection="successful"), help_for)
     assert sorted(e.kind for e in examples) == ["cf", "reh"]
     store.set_review(rollback_branch(store, run_id).id, "rejected")
@@ -119,7 +85,7 @@ def test_rejected_never_enters_and_all_successful_takes_pending(store: Store, tm
 
 def test_a_correction_identical_to_the_original_reply_is_skipped(store: Store, tmp_path: Path) -> None:
     # the reflection blames step 1, whose reply the branch repeats; its step 2 is then guided and right
-    run_id, _ = explore(store, policy(rollback_to=1))
+    run_id, _ = explore_recovery(store, policy(rollback_to=1))
     store.set_review(rollback_branch(store, run_id).id, "approved")
     examples, counts = collect_examples(store, DatasetSettings(), help_for)
     assert [e.kind for e in examples] == ["reh"]
@@ -128,7 +94,7 @@ def test_a_correction_identical_to_the_original_reply_is_skipped(store: Store, t
 
 def test_per_task_limits_and_duplicates(store: Store, tmp_path: Path) -> None:
     for _ in range(3):
-        run_id, _ = explore(store)
+        run_id, _ = explore_recovery(store)
         store.set_review(rollback_branch(store, run_id).id, "approved")
     settings = DatasetSettings(cf_per_task=2, rehearsal_fraction=1.0)
     examples, counts = collect_examples(store, settings, help_for)
@@ -167,7 +133,7 @@ def template():
 def test_mask_is_exactly_the_response_token_by_token(store: Store, tmp_path: Path, template) -> None:
     from trainer.masking import tokenize_chat
 
-    run_id, _ = explore(store)
+    run_id, _ = explore_recovery(store)
     store.set_review(rollback_branch(store, run_id).id, "approved")
     build(store, tmp_path, cf_suffix=True)
     for record in read_dataset(tmp_path / "d.jsonl"):

@@ -180,9 +180,10 @@ def _rehearsal_count(n: int, fraction: float) -> int:
 
 
 def collect_examples(
-    store: Store, settings: DatasetSettings, action_help: ActionHelp = env_action_help
+    store: Store, settings: DatasetSettings, action_help: ActionHelp | None = None
 ) -> tuple[list[Example], Counts]:
     """Every example the settings select, deterministic for a given seed."""
+    action_help = action_help or env_action_help
     run_ids = list(settings.runs) or [r["id"] for r in store.list_runs()]
     counts = Counts(runs=len(run_ids))
     reh_pool: dict[str, list[Example]] = defaultdict(list)
@@ -266,7 +267,7 @@ def _counterfactual(
 
 
 def build_dataset(
-    store: Store, settings: DatasetSettings, out: Path, action_help: ActionHelp = env_action_help
+    store: Store, settings: DatasetSettings, out: Path, action_help: ActionHelp | None = None
 ) -> tuple[int, dict[str, Any]]:
     """Write the JSONL file (atomically) and record it with its settings, counts and lineage."""
     examples, counts = collect_examples(store, settings, action_help)
