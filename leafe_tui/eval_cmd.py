@@ -1,0 +1,107 @@
+"""``leafe eval``: Pass@k of the model (optionally with an adapter) from plain rollouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from engine.backends.base import BackendError
+from engine.envs import env_for_task
+from engine.envs.base import TaskNotFound
+from leafe_tui import paths
+from leafe_tui.cli import DbOption, JsonOption, TasksFileOption, app, console, err, fail, print_json
+
+
+def parse_ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise ValueError(f"--k takes comma-separated whole numbers like 1,4, not {text!r}") from None
+    if not ks or ks[0] < 1:
+        raise ValueError("--k values must be 1 or more")
+    return ks
+
+
+@app.command("eval")
+def evaluate(
+    tasks: Annotated[list[str], typer.Argument(help="Task ids to evaluate.")],
+    model: Annotated[str, typer.Option("--model", help="Known model name or path to a .gguf file.")] = "",
+    adapter: Annotated[
+        str | None, typer.Option("--adapter", help="A trained adapter: id (`leafe adapters`) or .gguf.")
+    ] = None,
+    samples: Annotated[int, typer.Option("-n", "--samples", help="Rollouts per task.")] = 4,
+    k: Annotated[str, typer.Option("--k", help="Comma-separated k of pass@k (each at most -n).")] = "1,4",
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Reply length limit per step.")] = 512,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Steps per episode [default: the environment's limit].")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    n_ctx: Annotated[int, typer.Option("--n-ctx", help="llama.cpp context length.")] = 8192,
+    tasks_file: TasksFileOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Pass@k from plain rollouts (no reflection, no rollback), as the paper measures a policy.
+
+    Run it with and without --adapter to see what training changed. Example:
+    leafe eval code/suite/digit-collapse -n 8 --k 1,4,8 --adapter 1
+    """
+    from engine.rollout import RolloutConfig, evaluate_task
+    from leafe_tui.explore_cmd import ExploreRequest, load_backend
+
+    try:
+        if samples < 1:
+            raise ValueError("-n must be at least 1")
+        ks = parse_ks(k)
+        envs = {task: env_for_task(task, tasks_file=tasks_file) for task in tasks}
+        request = ExploreRequest(
+            tasks=tasks, model=model, db=db or paths.default_db(), n_ctx=n_ctx, adapter=adapter
+        )
+        model_name, backend = load_backend(request, err)
+    except (ValueError, TaskNotFound, BackendError, OSError) as exc:
+        raise fail(str(exc)) from None
+    config = RolloutConfig(temperature=temperature, max_tokens=max_tokens, seed=seed, max_steps=max_steps)
+    rows = []
+    try:
+        for task in tasks:
+            with err.status(f"{task}: rollout 1/{samples}") as status:
+
+                def progress(sample: int, result, task: str = task, status=status) -> None:
+                    mark = "✓" if result.success else "✗"
+                    status.update(f"{task}: rollout {sample + 2}/{samples} (last {mark})")
+
+                rows.append(evaluate_task(backend, envs[task], task, samples, ks, config, progress))
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
+    except BackendError as exc:
+        raise fail(str(exc), 1) from None
+    finally:
+        backend.close()
+    adapter_label = request.config.get("adapter")
+    if as_json:
+        print_json({"model": model_name, "adapter": adapter_label, "tasks": rows})
+        return
+    console.print(_table(rows, ks, model_name, adapter_label))
+
+
+def _table(rows: list[dict], ks: list[int], model: str, adapter: str | None):
+    from rich.table import Table
+
+    title = f"pass@k of {model}" + (f" + adapter {Path(adapter).parent.name}" if adapter else "")
+    table = Table(title=title, title_justify="left")
+    for column in ("task", "n", "solved", *[f"pass@{k}" for k in ks], "tok/s"):
+        table.add_column(column, justify="left" if column == "task" else "right")
+    for row in rows:
+        speed = row["generated_tokens"] / row["seconds"] if row["seconds"] else 0.0
+        cells = [f"{100 * row['pass_at'][k]:.1f}%" if k in row["pass_at"] else "" for k in ks]
+        table.add_row(row["task_id"], str(row["n"]), str(row["successes"]), *cells, f"{speed:.0f}")
+    if len(rows) > 1:
+        means = []
+        for k in ks:
+            values = [r["pass_at"][k] for r in rows if k in r["pass_at"]]
+            means.append(f"{100 * sum(values) / len(values):.1f}%" if values else "")
+        table.add_row("mean", "", str(sum(r["successes"] for r in rows)), *means, "", style="bold")
+    return table
