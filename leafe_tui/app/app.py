@@ -96,6 +96,14 @@ class LeafeApp(App[None]):
         self.push_screen(screen)
         return screen
 
+    def action_open_training(self) -> None:
+        """The training screen (jobs, loss curves, adapters): `t` on the runs list, or the palette
+        anywhere; never twice in the stack. Imported here: only this screen reads Stage 2."""
+        from leafe_tui.app.training import TrainingScreen
+
+        if not any(isinstance(screen, TrainingScreen) for screen in self.screen_stack):
+            self.push_screen(TrainingScreen())
+
     def run_screens(self, run_id: int | None = None) -> list[RunScreen]:
         return [s for s in self.screen_stack if isinstance(s, RunScreen) and run_id in (None, s.run_id)]
 
@@ -115,8 +123,9 @@ class LeafeApp(App[None]):
         """A job runs: from start_job until its thread posts how it ended."""
         return self._job_active
 
-    def start_job(self, job: ExploreJob) -> bool:
-        """Start explorer work in a thread; one job at a time."""
+    def start_job(self, job: ExploreJob, *, follow: bool = False) -> bool:
+        """Start explorer work in a thread; one job at a time. ``follow``: open the run it starts
+        as soon as it exists (when the runs list is in front)."""
         if self.busy:
             doing = self.work.text if self.work else "working"
             self.notify(
@@ -135,6 +144,8 @@ class LeafeApp(App[None]):
         )
         self.work = WorkState(job.describe() + "…")
         self._job_active = True
+        if follow and job.kind == "start":
+            self._follow_new_run = True
         self._worker = self.run_worker(
             lambda: runner.run(job), thread=True, group="explore", name=job.describe(), exit_on_error=False
         )

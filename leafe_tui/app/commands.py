@@ -1,4 +1,5 @@
-"""The command palette: every bound action of the screen in front, plus the tree filters."""
+"""The command palette: every bound action of the screen in front, plus the tree filters; the app's
+own commands (help, stop) and the training screen everywhere."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class LeafeCommands(Provider):
     def _commands(self) -> list[tuple[str, Callable[[], object], str]]:
         from leafe_tui.app.run_screen import RunScreen
         from leafe_tui.app.runs import RunsScreen
+        from leafe_tui.app.training import TrainingScreen
 
         screen = self.screen
         keymap = getattr(self.app, "keymap", {})
@@ -38,6 +40,15 @@ class LeafeCommands(Provider):
                 )
         elif isinstance(screen, RunsScreen):
             add(keys.RUNS, screen)
+        elif isinstance(screen, TrainingScreen):
+            add(keys.TRAINING, screen)
+        if not isinstance(screen, RunsScreen | TrainingScreen):  # the runs list has it on a key
+            training = keys.ALL["runs.training"]
+            run = getattr(self.app, "action_open_training", None)
+            if run is not None:
+                commands.append(
+                    (training.title, run, f"{keys.key_for(training.id, keymap)} on the runs list")
+                )
         add(keys.APP, self.app)
         return commands
 

@@ -45,6 +45,13 @@ APP = [
 RUNS = [
     Key("runs.open", "enter", "open_run", "Open", "Open the run's tree"),
     Key("runs.refresh", "r", "refresh", "Refresh", "Reload the runs list"),
+    Key(
+        "runs.training",
+        "t",
+        "app.open_training",
+        "Training",
+        "Training: jobs and loss curves, a new job from the approved branches, adapters",
+    ),
     Key("runs.quit", "q", "app.quit", "Quit"),
 ]
 RUN = [
@@ -119,7 +126,50 @@ COMPARE = [
     Key("compare.next", "c", "next_sibling", "Next sibling", "Compare with the next sibling"),
     Key("compare.swap", "w", "swap", "Swap", "Swap the two sides"),
 ]
-GROUPS = {"app": APP, "runs": RUNS, "run": RUN, "tree": TREE, "editor": EDITOR, "compare": COMPARE}
+TRAINING = [
+    Key("training.back", "escape,q", "back", "Back", "Back to where the training screen was opened"),
+    Key("training.new", "n", "new_job", "New job", "New training job from the approved branches"),
+    Key("training.cancel", "c", "cancel_job", "Cancel job", "Cancel the selected training job (asks first)"),
+    Key(
+        "training.adapter",
+        "o",
+        "open_adapter",
+        "Adapter",
+        "Open the selected job's adapter: files, parity, lineage, explore a task with it",
+    ),
+    Key("training.refresh", "r", "refresh", "Refresh", "Read the jobs again now", show=False),
+]
+NEW_JOB = [
+    Key("newjob.start", "ctrl+s", "start", "Start", "Build the dataset and start the job", priority=True),
+    Key("newjob.cancel", "escape", "cancel", "Cancel"),
+]
+CONFIRM = [
+    Key("confirm.yes", "y", "yes", "Yes"),
+    Key("confirm.no", "n,escape", "no", "No"),
+]
+ADAPTER = [
+    Key(
+        "adapter.explore",
+        "ctrl+r",
+        "explore",
+        "Explore with it",
+        "Explore the task with this adapter loaded",
+        priority=True,
+    ),
+    Key("adapter.close", "escape", "close", "Close"),
+]
+GROUPS = {
+    "app": APP,
+    "runs": RUNS,
+    "run": RUN,
+    "tree": TREE,
+    "editor": EDITOR,
+    "compare": COMPARE,
+    "training": TRAINING,
+    "newjob": NEW_JOB,
+    "confirm": CONFIRM,
+    "adapter": ADAPTER,
+}
 ALL: dict[str, Key] = {k.id: k for group in GROUPS.values() for k in group}
 
 
