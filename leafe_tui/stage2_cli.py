@@ -140,11 +140,9 @@ def _dataset_path(dataset: str, db: Path | None) -> tuple[Path, dict[str, Any] |
 
 def _model_for(records: list[dict[str, Any]], model: str | None) -> str:
     from engine.models import DEFAULT_MODEL
+    from trainer.dataset import dataset_model
 
-    if model:
-        return model
-    found = sorted({r["model"] for r in records if r.get("model")})
-    return found[0] if len(found) == 1 else DEFAULT_MODEL
+    return model or dataset_model(records, DEFAULT_MODEL)
 
 
 @dataset_app.command("show")

@@ -292,6 +292,12 @@ def build_dataset(
     return dataset_id, counts.as_dict()
 
 
+def dataset_model(records: list[dict[str, Any]], default: str) -> str:
+    """The model a dataset was explored with (its tokenizer and natural base), when its runs share one."""
+    found = sorted({r["model"] for r in records if r.get("model")})
+    return found[0] if len(found) == 1 else default
+
+
 def read_dataset(path: Path) -> list[dict[str, Any]]:
     """The examples of a dataset file, each checked for the fields the trainer needs."""
     if not path.is_file():

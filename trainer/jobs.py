@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -40,10 +41,20 @@ def resolve_dataset(store: Store, dataset: str) -> tuple[int | None, Path]:
     return dataset_id, path
 
 
-def create_job(store: Store, dataset: str, base: str, method: str, config: TrainConfig) -> int:
-    """A queued job; QLoRA without a GPU and a bad dataset are refused here, in one line."""
+def create_job(
+    store: Store,
+    dataset: str,
+    base: str,
+    method: str,
+    config: TrainConfig,
+    choose: Callable[[str], str] = choose_method,
+) -> int:
+    """A queued job; QLoRA without a GPU and a bad dataset are refused here, in one line.
+
+    ``choose`` answers which method runs (the TUI asks in a child process to keep torch out of it).
+    """
     dataset_id, path = resolve_dataset(store, dataset)
-    chosen = choose_method(method)
+    chosen = choose(method)
     return store.create_job(
         dataset_id=dataset_id, dataset_path=str(path), base=base, method=chosen, config=asdict(config)
     )

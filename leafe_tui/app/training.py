@@ -17,7 +17,7 @@ import contextlib
 import sqlite3
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from textual.worker import Worker, WorkerState
 
 import trainer.dataset as datasets
 import trainer.jobs as jobs
+from engine.models import DEFAULT_MODEL
 from engine.store import Store, StoreError
 from leafe_tui.app import keys
 from leafe_tui.app.loss_plot import LossPlot
@@ -37,7 +38,7 @@ from leafe_tui.app.training_forms import AdapterDetails, ConfirmCancel, JobReque
 from leafe_tui.app.work_bar import WorkBar
 from leafe_tui.app.worker import ExploreJob
 from leafe_tui.stage2_render import fmt_seconds
-from trainer.train import TrainConfig, TrainError, choose_method
+from trainer.train import TrainError, choose_method
 
 if TYPE_CHECKING:
     from leafe_tui.app.app import LeafeApp
@@ -95,16 +96,6 @@ def choose_method_isolated(requested: str) -> str:
     return child.stdout.strip().splitlines()[-1]
 
 
-def create_job(store: Store, dataset: str, base: str, method: str, config: TrainConfig) -> int:
-    """``trainer.jobs.create_job`` with the method chosen by :func:`choose_method_isolated` (same
-    checks, same row; only the GPU question moves to a child process)."""
-    dataset_id, path = jobs.resolve_dataset(store, dataset)
-    chosen = choose_method_isolated(method)
-    return store.create_job(
-        dataset_id=dataset_id, dataset_path=str(path), base=base, method=chosen, config=asdict(config)
-    )
-
-
 def next_dataset_path(store: Store) -> Path:
     """``<db folder>/<db stem>.datasets/dataset-<n>.jsonl``, n past every dataset and file there."""
     folder = store.path.parent / f"{store.path.stem}.datasets"
@@ -112,15 +103,6 @@ def next_dataset_path(store: Store) -> Path:
     while (folder / f"dataset-{number}.jsonl").exists():
         number += 1
     return folder / f"dataset-{number}.jsonl"
-
-
-def model_of(records: list[dict[str, Any]]) -> str:
-    """The base model a dataset implies, as ``leafe train`` picks it: its runs' model when they share
-    one, else the default model."""
-    from engine.models import DEFAULT_MODEL
-
-    found = sorted({r["model"] for r in records if r.get("model")})
-    return found[0] if len(found) == 1 else DEFAULT_MODEL
 
 
 @dataclass(frozen=True)
@@ -154,8 +136,10 @@ def new_job_from_approved(db_path: Path, request: JobRequest) -> NewJob:
         out = next_dataset_path(store)
         settings = datasets.DatasetSettings(selection="approved")
         dataset_id, counts = datasets.build_dataset(store, settings, out)
-        base = request.base or model_of(datasets.read_dataset(out))
-        job_id = create_job(store, str(dataset_id), base, method, request.config)
+        base = request.base or datasets.dataset_model(datasets.read_dataset(out), DEFAULT_MODEL)
+        job_id = jobs.create_job(
+            store, str(dataset_id), base, method, request.config, choose=choose_method_isolated
+        )
         pid = jobs.start_background(store, job_id)
     finally:
         store.close()
