@@ -182,15 +182,27 @@ def collate(batch: list[Item], pad_id: int, device: Any) -> dict[str, Any]:
     }
 
 
-def token_losses(model: Any, batch: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """Per-token next-token loss of the batch, with the weight and the trained flag of each target."""
+def token_losses(model: Any, batch: dict[str, Any], *, trim: bool = True) -> tuple[Any, Any, Any]:
+    """Per-token next-token loss of the batch, with the weight and the trained flag of each target.
+
+    With ``trim`` the vocabulary projection is computed only from the first trained token on (the
+    context before it carries no loss): for a counterfactual example only its last reply is trained,
+    and the projection onto a 50–150k-token vocabulary is a large share of a small model's compute.
+    """
     import torch.nn.functional as F
 
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logits = logits[:, :-1].float()
-    targets = batch["input_ids"][:, 1:]
+    ids, trained = batch["input_ids"], batch["trained"]
+    length = ids.shape[1]
+    first = 1
+    if trim:
+        hits = trained[:, 1:].any(dim=0).nonzero()
+        first = int(hits[0]) + 1 if len(hits) else 1
+    keep = length - first + 1  # logits at positions first-1 … length-1 predict tokens first … length
+    outputs = model(input_ids=ids, attention_mask=batch["attention_mask"], logits_to_keep=keep)
+    logits = outputs.logits[:, :-1].float()
+    targets = ids[:, first:]
     nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
-    return nll.view(targets.shape), batch["weights"][:, 1:], batch["trained"][:, 1:]
+    return nll.view(targets.shape), batch["weights"][:, first:], trained[:, first:]
 
 
 # ---------------------------------------------------------------------------------------- model
