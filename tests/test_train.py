@@ -173,7 +173,8 @@ def test_trimmed_vocabulary_projection_gives_the_same_loss(tmp_path: Path) -> No
     store, dataset_id = make_dataset(tmp_path)
     base = resolve_base(TEST_MODEL)
     config = TrainConfig(**FAST)
-    items, _ = prepare_items(read_dataset(Path(store.dataset(dataset_id)["path"])), template_for(base), config)
+    records = read_dataset(Path(store.dataset(dataset_id)["path"]))
+    items, _ = prepare_items(records, template_for(base), config)
     model, device = load_model(base.hf_dir, "lora", config)
     model.eval()
     batch = collate(items, pad_id=0, device=device)  # both examples, right-padded
