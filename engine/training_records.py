@@ -117,6 +117,7 @@ TRAINING_TABLES: dict[str, tuple[dict[str, type], dict[str, Any]]] = {
             "parity": float,
             "parity_base": float,
             "parity_positions": int,
+            "parity_effect": float,
             "created_at": str,
         },
         {

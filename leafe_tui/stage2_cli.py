@@ -362,7 +362,8 @@ def _report_end(store: Store, row: dict[str, Any]) -> None:
     if adapter:
         parity = (
             f"; llama.cpp agrees with transformers on {100 * adapter['parity']:.1f}% of next tokens "
-            f"(base model: {100 * adapter['parity_base']:.1f}%)"
+            f"(base model: {100 * adapter['parity_base']:.1f}%; the adapter changes "
+            f"{100 * (adapter.get('parity_effect') or 0):.1f}% of them)"
             if adapter.get("parity") is not None
             else ""
         )

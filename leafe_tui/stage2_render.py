@@ -170,7 +170,7 @@ def jobs_table(rows: list[dict[str, Any]]) -> Table:
 
 def adapters_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="adapters", title_justify="left")
-    for column in ("adapter", "job", "dataset", "base", "rank", "parity", "base parity", "GGUF"):
+    for column in ("adapter", "job", "dataset", "base", "rank", "parity", "base parity", "changes", "GGUF"):
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(
@@ -181,6 +181,7 @@ def adapters_table(rows: list[dict[str, Any]]) -> Table:
             str(row["rank"]),
             _pct(row.get("parity")),
             _pct(row.get("parity_base")),
+            _pct(row.get("parity_effect")),
             row.get("gguf_path") or "",
         )
     return table

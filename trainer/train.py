@@ -522,6 +522,7 @@ def _export(
             "parity": result.agreement,
             "parity_base": result.base_agreement,
             "parity_positions": result.positions,
+            "parity_effect": result.adapter_effect,
         }
     return store.add_adapter(
         job_id=job["id"],
