@@ -59,5 +59,9 @@ class GgufChatTemplate:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     def piece(self, token_id: int) -> str:
-        """The text of one token, special tokens included (for display)."""
+        """The vocabulary entry of one token (for special tokens: their name)."""
         return self.llm._model.token_get_text(token_id)
+
+    def decode(self, token_ids: list[int]) -> str:
+        """The text of a run of tokens, special tokens written out."""
+        return self.llm.detokenize(token_ids, special=True).decode("utf-8", errors="replace")

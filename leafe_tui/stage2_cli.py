@@ -192,9 +192,7 @@ def dataset_show(
                     "kind": record.get("kind"),
                     "input_ids": tokens.input_ids,
                     "trained": tokens.trained,
-                    "trained_text": [
-                        "".join(template.piece(t) for t in tokens.input_ids[a:b]) for a, b in tokens.spans()
-                    ],
+                    "trained_text": [template.decode(tokens.input_ids[a:b]) for a, b in tokens.spans()],
                 }
                 for number, record, tokens in masked
             ]
@@ -206,9 +204,7 @@ def dataset_show(
         highlight=False,
     )
     for number, record, tokens in masked:
-        console.print(
-            example_panel(number, record, tokens.input_ids, tokens.trained, template.piece, context)
-        )
+        console.print(example_panel(number, record, tokens.input_ids, tokens.trained, template, context))
 
 
 # --- train ----------------------------------------------------------------------------------

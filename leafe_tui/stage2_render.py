@@ -15,43 +15,42 @@ CONTEXT_STYLE = "dim"
 BLOCKS = "▁▂▃▄▅▆▇█"
 
 
-def masked_text(input_ids: list[int], trained: list[bool], piece: Any, *, context_chars: int = 0) -> Text:
+def _runs(input_ids: list[int], trained: list[bool]) -> list[tuple[bool, list[int]]]:
+    """Consecutive tokens with the same mask flag."""
+    runs: list[tuple[bool, list[int]]] = []
+    for token, flag in zip(input_ids, trained, strict=True):
+        if runs and runs[-1][0] == flag:
+            runs[-1][1].append(token)
+        else:
+            runs.append((flag, [token]))
+    return runs
+
+
+def masked_text(input_ids: list[int], trained: list[bool], decode: Any, *, context_chars: int = 0) -> Text:
     """The example's text, trained tokens highlighted; long context runs cut to their last characters."""
     text = Text()
-    run: list[str] = []
-    flag = None
-
-    def flush() -> None:
-        chunk = "".join(run)
-        if not chunk:
-            return
-        if flag is False and context_chars and len(chunk) > context_chars:
-            hidden = len(chunk) - context_chars
-            text.append(f"[… {hidden} characters of context …]", style="italic dim")
+    for flag, ids in _runs(input_ids, trained):
+        chunk = decode(ids)
+        if not flag and context_chars and len(chunk) > context_chars:
+            text.append(f"[… {len(chunk) - context_chars} characters of context …]", style="italic dim")
             chunk = chunk[-context_chars:]
         text.append(chunk, style=TRAINED_STYLE if flag else CONTEXT_STYLE)
-
-    for token, is_trained in zip(input_ids, trained, strict=True):
-        if is_trained is not flag:
-            flush()
-            run, flag = [], is_trained
-        run.append(piece(token))
-    flush()
     return text
 
 
 def example_checks(
-    record: dict[str, Any], input_ids: list[int], trained: list[bool], piece: Any
+    record: dict[str, Any], input_ids: list[int], trained: list[bool], template: Any
 ) -> list[str]:
     """What a person wants confirmed about a masked example; each line starts with ✓ or ✗."""
-    context = "".join(piece(t) for t, f in zip(input_ids, trained, strict=True) if not f)
+    runs = _runs(input_ids, trained)
+    context = "".join(template.decode(ids) for flag, ids in runs if not flag)
+    spans = [ids for flag, ids in runs if flag]
     turns = [m for m in record["messages"] if m["role"] == "assistant" and m.get("training")]
-    spans = _spans(trained)
-    ends = [piece(input_ids[end - 1]) for _, end in spans]
+    ends = {template.piece(ids[-1]) for ids in spans}
     return [
         _check(GUIDANCE_HEADER not in context, "no experience summary in the context"),
         _check(len(spans) == len(turns), f"{len(spans)} trained spans for {len(turns)} trained replies"),
-        _check(bool(ends) and len(set(ends)) == 1, f"every span ends with the end-of-turn token {ends[:1]}"),
+        _check(len(ends) == 1, f"every span ends with the end-of-turn token {sorted(ends)}"),
     ]
 
 
@@ -59,23 +58,12 @@ def _check(ok: bool, text: str) -> str:
     return f"{'✓' if ok else '✗'} {text}"
 
 
-def _spans(flags: list[bool]) -> list[tuple[int, int]]:
-    out, start = [], None
-    for index, flag in enumerate([*flags, False]):
-        if flag and start is None:
-            start = index
-        elif not flag and start is not None:
-            out.append((start, index))
-            start = None
-    return out
-
-
 def example_panel(
     number: int,
     record: dict[str, Any],
     input_ids: list[int],
     trained: list[bool],
-    piece: Any,
+    template: Any,
     context_chars: int,
 ) -> Group:
     lineage = record.get("lineage") or {}
@@ -85,8 +73,9 @@ def example_panel(
     head = Text(f"example {number}  ", style="bold")
     head.append(f"{record.get('kind', '?')}  {record.get('task_id', '')}  {where}  ")
     head.append(f"{len(input_ids)} tokens, {sum(trained)} trained", style="cyan")
-    checks = Text("\n".join(example_checks(record, input_ids, trained, piece)), style="green")
-    return Group(head, checks, masked_text(input_ids, trained, piece, context_chars=context_chars), Text(""))
+    checks = Text("\n".join(example_checks(record, input_ids, trained, template)), style="green")
+    body = masked_text(input_ids, trained, template.decode, context_chars=context_chars)
+    return Group(head, checks, body, Text(""))
 
 
 def datasets_table(rows: list[dict[str, Any]]) -> Table:

@@ -31,6 +31,8 @@ class ChatTemplate(Protocol):
 
     def piece(self, token_id: int) -> str: ...
 
+    def decode(self, token_ids: list[int]) -> str: ...
+
 
 class HfChatTemplate:
     """The chat template and tokenizer of a Hugging Face checkpoint (for a user's own ``--base``)."""
@@ -54,6 +56,9 @@ class HfChatTemplate:
 
     def piece(self, token_id: int) -> str:
         return self.tokenizer.convert_ids_to_tokens(token_id)
+
+    def decode(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=False)
 
 
 @dataclass(frozen=True)
