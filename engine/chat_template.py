@@ -43,9 +43,11 @@ class GgufChatTemplate:
     def from_gguf(cls, path: str | Path) -> GgufChatTemplate:
         """Only the vocabulary and metadata of the GGUF (no weights): well under a second."""
         from llama_cpp import Llama
+        from llama_cpp._utils import suppress_stdout_stderr
 
         path = Path(path)
-        llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
+        with suppress_stdout_stderr(disable=False):  # llama.cpp logs a context warning even here
+            llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
         return cls(llm, name=path.name)
 
     def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
