@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.store import Store  # noqa: E402
-from tests.doubles import explore_recovery, help_for, rollback_branch  # noqa: E402
+from tests.doubles import explore_recovery, help_for, policy, rollback_branch  # noqa: E402
 from trainer.dataset import DatasetSettings, build_dataset, read_dataset  # noqa: E402
 from trainer.jobs import create_job  # noqa: E402
 from trainer.train import TrainConfig, prepare_items, run_job, template_for  # noqa: E402
@@ -31,10 +31,10 @@ def make_data(folder: Path, base: str, dataset: Path | None) -> tuple[Store, Pat
     store = Store(folder / "bench.db")
     if dataset is not None:
         return store, dataset
-    for _ in range(4):  # identical runs: one rehearsal example (deduplicated) and up to 3 counterfactual
-        run_id, _ = explore_recovery(store, model=base)
+    for note in ("", " (sure)", " (certain)", " (checked)"):  # four distinct recoveries
+        run_id, _ = explore_recovery(store, policy(note=note), model=base)
         store.set_review(rollback_branch(store, run_id).id, "approved")
-    settings = DatasetSettings(cf_suffix=True, rehearsal_fraction=1.0, cf_per_task=4)
+    settings = DatasetSettings(rehearsal_fraction=0.5, cf_per_task=4)
     build_dataset(store, settings, folder / "bench.jsonl", action_help=help_for)
     return store, folder / "bench.jsonl"
 

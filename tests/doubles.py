@@ -80,8 +80,11 @@ def help_for(env: str) -> str:
     return PathTestEnv.action_help
 
 
-def policy(word: str = "abc", wrong: str = "x", rollback_to: int = 2):
-    """Right letters, except ``wrong`` at step 2 unless guided; a failure reflection rolls back."""
+def policy(word: str = "abc", wrong: str = "x", rollback_to: int = 2, note: str = ""):
+    """Right letters, except ``wrong`` at step 2 unless guided; a failure reflection rolls back.
+
+    ``note`` is added to every thought, so runs with different notes give different replies.
+    """
 
     def reply(messages: list[dict[str, str]]) -> str:
         if is_reflection(messages):
@@ -89,7 +92,7 @@ def policy(word: str = "abc", wrong: str = "x", rollback_to: int = 2):
         step = sum(1 for m in messages if m["role"] == "assistant") + 1
         if step == 2 and not guided(messages):
             return act(wrong)
-        return act(word[step - 1], thought=f"letter {step}")
+        return act(word[step - 1], thought=f"letter {step}{note}")
 
     return reply
 

@@ -93,14 +93,16 @@ def test_a_correction_identical_to_the_original_reply_is_skipped(store: Store, t
 
 
 def test_per_task_limits_and_duplicates(store: Store, tmp_path: Path) -> None:
-    for _ in range(3):
-        run_id, _ = explore_recovery(store)
+    for note in ("", " (sure)", " (certain)", ""):  # four runs; the first and the last are identical
+        run_id, _ = explore_recovery(store, policy(note=note))
         store.set_review(rollback_branch(store, run_id).id, "approved")
     settings = DatasetSettings(cf_per_task=2, rehearsal_fraction=1.0)
     examples, counts = collect_examples(store, settings, help_for)
-    # three identical successful trajectories are one rehearsal example; three branch points, two kept
-    assert counts.branch_points == 3 and counts.skipped["duplicate trajectory"] == 2
-    assert sorted(e.kind for e in examples) == ["cf", "cf", "reh"]
+    # three distinct recoveries and one repeat: three rehearsal examples, three distinct
+    # counterfactuals of which two are kept
+    assert counts.branch_points == 4
+    assert counts.skipped["duplicate trajectory"] == 1 and counts.skipped["duplicate counterfactual"] == 1
+    assert sorted(e.kind for e in examples) == ["cf", "cf", "reh", "reh", "reh"]
     again, _ = collect_examples(store, settings, help_for)
     assert [e.run_id for e in again] == [e.run_id for e in examples]  # deterministic for a seed
 

@@ -188,7 +188,7 @@ def collect_examples(
     counts = Counts(runs=len(run_ids))
     reh_pool: dict[str, list[Example]] = defaultdict(list)
     cf_pool: dict[str, list[Example]] = defaultdict(list)
-    seen: set[tuple[str, tuple[str, ...]]] = set()
+    seen: set[tuple[str, ...]] = set()
     for run_id in run_ids:
         tree = _RunTree(store, run_id, action_help)
         task, model = tree.run["task_id"], tree.run["model"]
@@ -217,8 +217,14 @@ def collect_examples(
             if branch.kind != "rollback":
                 continue
             example = _counterfactual(tree, branch, eligible, settings, counts)
-            if example is not None:
-                cf_pool[task].append(example)
+            if example is None:
+                continue
+            key = ("cf", task, *(m["content"] for m in example.messages))
+            if key in seen:  # the same history and correction found again (another run, same seed)
+                counts.skipped["duplicate counterfactual"] += 1
+                continue
+            seen.add(key)
+            cf_pool[task].append(example)
     examples: list[Example] = []
     tasks = sorted(set(reh_pool) | set(cf_pool))
     counts.tasks = len(tasks)
