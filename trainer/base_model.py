@@ -74,6 +74,9 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     """Dequantise ``gguf`` into a plain fp32 HF checkpoint at ``target`` (atomically, by rename)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from trainer.train import quiet_transformers
+
+    quiet_transformers()
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:

@@ -208,12 +208,24 @@ def token_losses(model: Any, batch: dict[str, Any], *, trim: bool = True) -> tup
 # ---------------------------------------------------------------------------------------- model
 
 
+def quiet_transformers() -> None:
+    """No per-tensor progress bars or deprecation chatter in a job's output; its row says what happens."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
+
+
 def load_model(hf_dir: Path, method: str, config: TrainConfig) -> tuple[Any, Any]:
     """The base with fresh LoRA weights on every linear layer of the blocks, and its device."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    quiet_transformers()
     if config.threads:
         torch.set_num_threads(config.threads)
     # Near-zero losses drive gradients and Adam's moments into denormal floats, which make CPU
