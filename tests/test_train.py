@@ -184,3 +184,23 @@ def test_trimmed_vocabulary_projection_gives_the_same_loss(tmp_path: Path) -> No
     assert trimmed.shape[1] < full.shape[1]  # the context before the first trained token was skipped
     assert trimmed_mask.sum() == full_mask.sum() > 0
     assert (trimmed * trimmed_mask).sum() == pytest.approx(float((full * full_mask).sum()), rel=1e-4)
+
+
+def test_an_hf_checkpoint_base_masks_identically_and_trains(tmp_path: Path) -> None:
+    from engine.chat_template import GgufChatTemplate
+    from trainer.base_model import resolve_base
+    from trainer.masking import HfChatTemplate, tokenize_chat
+
+    store, dataset_id = make_dataset(tmp_path)
+    hf_dir = resolve_base(TEST_MODEL).hf_dir
+    records = read_dataset(Path(store.dataset(dataset_id)["path"]))
+    gguf, hf = GgufChatTemplate.from_gguf(cached_path(TEST_MODEL)), HfChatTemplate(hf_dir)
+    for record in records:  # the converted tokenizer and template give the engine's very tokens
+        assert tokenize_chat(record["messages"], hf) == tokenize_chat(record["messages"], gguf)
+
+    config = TrainConfig(max_steps=2, **FAST)
+    job_id = create_job(store, str(dataset_id), str(hf_dir), "lora", config)
+    row = run_job(store, job_id)
+    (adapter,) = store.adapters()
+    assert row["status"] == "done" and adapter["base_gguf"] is None and adapter["parity"] is None
+    assert Path(adapter["gguf_path"]).is_file()  # exported all the same, for a GGUF of that model
