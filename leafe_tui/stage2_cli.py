@@ -252,7 +252,7 @@ def train(
     from trainer.jobs import create_job, prepare_resume, start_background
     from trainer.train import TrainConfig, TrainError
 
-    store = open_store(db)
+    store = open_store(db, create=dataset is not None and not (dataset or "").isdigit())
     try:
         if resume is not None:
             job_id = prepare_resume(store, resume)["id"]

@@ -120,31 +120,21 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def jobs_table(rows: list[dict[str, Any]]) -> Table:
+def jobs_table(rows: list[dict[str, Any]]) -> Group:
+    """One line per job; errors and notes follow the table in full (they are long)."""
     table = Table(title="training jobs", title_justify="left")
-    for column in (
-        "job",
-        "status",
-        "phase",
-        "base",
-        "method",
-        "step",
-        "loss",
-        "eval",
-        "tok/s",
-        "ETA",
-        "error",
-    ):
-        table.add_column(column, overflow="fold")
+    for column in ("job", "status", "base", "method", "step", "loss", "eval", "tok/s", "ETA"):
+        table.add_column(column, no_wrap=True, justify="right" if column in ("job", "step") else "left")
+    notes = []
     for row in rows:
         status = row.get("effective_status") or row["status"]
         style = {"done": "green", "failed": "red", "cancelled": "yellow", "interrupted": "yellow"}.get(
             status, ""
         )
+        shown = f"{status}: {row['phase']}" if status == "running" and row.get("phase") else status
         table.add_row(
             str(row["id"]),
-            Text(status, style=style),
-            row.get("phase") or "",
+            Text(shown, style=style),
             row["base"],
             row["method"],
             f"{row.get('step') or 0}/{row.get('total_steps') or '?'}",
@@ -152,15 +142,19 @@ def jobs_table(rows: list[dict[str, Any]]) -> Table:
             _num(row.get("eval_loss")),
             _num(row.get("tokens_per_s"), 0),
             fmt_seconds(row.get("eta_s")) if status == "running" else "",
-            row.get("error") or "",
         )
-    return table
+        if row.get("error"):
+            notes.append(Text(f"job {row['id']}: {row['error']}", style="red"))
+    return Group(table, *notes)
 
 
-def adapters_table(rows: list[dict[str, Any]]) -> Table:
+def adapters_table(rows: list[dict[str, Any]]) -> Group:
+    """One line per adapter, then its GGUF file. parity: llama.cpp vs transformers top-1 agreement with
+    the adapter; floor: the same without it; changes: how often the adapter changes the top-1 token."""
     table = Table(title="adapters", title_justify="left")
-    for column in ("adapter", "job", "dataset", "base", "rank", "parity", "base parity", "changes", "GGUF"):
-        table.add_column(column, overflow="fold")
+    for column in ("adapter", "job", "data", "base", "rank", "parity", "floor", "changes"):
+        table.add_column(column, no_wrap=True)
+    files = []
     for row in rows:
         table.add_row(
             str(row["id"]),
@@ -171,9 +165,9 @@ def adapters_table(rows: list[dict[str, Any]]) -> Table:
             _pct(row.get("parity")),
             _pct(row.get("parity_base")),
             _pct(row.get("parity_effect")),
-            row.get("gguf_path") or "",
         )
-    return table
+        files.append(Text(f"adapter {row['id']}: {row.get('gguf_path') or '(not exported)'}", style="dim"))
+    return Group(table, *files)
 
 
 def _pct(value: float | None) -> str:
