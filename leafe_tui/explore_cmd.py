@@ -90,18 +90,21 @@ def resolve_adapter(spec: str, db: Path, model: str) -> tuple[str, Path]:
     path = Path(row["gguf_path"] or "")
     if not path.is_file():
         raise ValueError(f"adapter {spec}: its GGUF file {path} is missing (was the job folder deleted?)")
-    if model and row["base_gguf"]:
-        from engine.models import ModelError, resolve_model
-
-        try:
-            wanted = resolve_model(model, pull_missing=False)
-        except ModelError:
-            wanted = None
-        if wanted is not None and wanted.resolve() != Path(row["base_gguf"]).resolve():
-            raise ValueError(
-                f"adapter {spec} was trained on {row['base']}, not {model}: use --model {row['base']}"
-            )
+    if model and row["base_gguf"] and not _same_model(model, row["base"], Path(row["base_gguf"])):
+        base = row["base"]
+        raise ValueError(f"adapter {spec} was trained on {base}, not {model}: use --model {base}")
     return model or row["base"], path
+
+
+def _same_model(model: str, base: str, base_gguf: Path) -> bool:
+    """Whether ``model`` (a name or a GGUF path) is the model an adapter was trained on."""
+    from engine.models import MODELS
+
+    if model == base:
+        return True
+    if model in MODELS:
+        return MODELS[model].filename == base_gguf.name
+    return Path(model).expanduser().resolve() == base_gguf.resolve()
 
 
 def load_backend(request: ExploreRequest, err: Console):

@@ -204,3 +204,32 @@ def test_an_hf_checkpoint_base_masks_identically_and_trains(tmp_path: Path) -> N
     (adapter,) = store.adapters()
     assert row["status"] == "done" and adapter["base_gguf"] is None and adapter["parity"] is None
     assert Path(adapter["gguf_path"]).is_file()  # exported all the same, for a GGUF of that model
+
+
+def test_explore_runs_with_the_adapter_and_records_it(trained) -> None:
+    from leafe_tui.cli import app
+
+    store = trained["store"]
+    (adapter,) = store.adapters()
+    db = str(store.path)
+    wrong = CliRunner().invoke(
+        app,
+        [
+            "explore",
+            "sokoban/fixed-1",
+            "--model",
+            "qwen2.5-coder-0.5b",
+            "--adapter",
+            str(adapter["id"]),
+            "--db",
+            db,
+        ],
+    )
+    assert wrong.exit_code == 2 and f"trained on {TEST_MODEL}" in wrong.output
+    args = ["explore", "sokoban/fixed-1", "--adapter", str(adapter["id"]), "--db", db, "--budget", "1"]
+    result = CliRunner().invoke(app, [*args, "--max-tokens", "40", "--n-ctx", "4096", "--json"])
+    assert result.exit_code == 0, result.output
+    (tree,) = json.loads(result.stdout[result.stdout.index("[") :])
+    assert tree["run"]["model"] == TEST_MODEL  # the adapter's base, since --model was not given
+    assert tree["run"]["config"]["adapter"] == adapter["gguf_path"]
+    assert len(tree["nodes"]) > 1
