@@ -252,8 +252,11 @@ class TrainingRecords:
 
     @staticmethod
     def effective_job_status(job: dict[str, Any]) -> str:
-        """``running`` with a dead worker reads ``interrupted`` (resumable with ``leafe train --resume``)."""
+        """``running`` with a dead worker (or ``queued`` with a worker that died before starting) reads
+        ``interrupted``: resumable with ``leafe train --resume``."""
         if job["status"] == "running" and not _pid_alive(job.get("pid")):
+            return "interrupted"
+        if job["status"] == "queued" and job.get("pid") and not _pid_alive(job["pid"]):
             return "interrupted"
         return job["status"]
 

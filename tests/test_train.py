@@ -121,8 +121,9 @@ def test_resume_continues_from_the_checkpoint_exactly(tmp_path: Path) -> None:
     assert resumed == pytest.approx(expected, rel=1e-4)  # same order of examples, same weights
 
 
-def test_a_cancelled_background_job_ends_cancelled_and_resumable(tmp_path: Path) -> None:
-    store, dataset_id = make_dataset(tmp_path)
+def test_a_cancelled_background_job_ends_cancelled_and_resumable(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a relative --db path, as a person types it
+    store, dataset_id = make_dataset(Path("."))
     config = TrainConfig(max_steps=500, checkpoint_every=500, parity_samples=0, **FAST)
     job_id = create_job(store, str(dataset_id), TEST_MODEL, "lora", config)
     pid = start_background(store, job_id)

@@ -76,7 +76,8 @@ def start_background(store: Store, job_id: int) -> int:
     folder = job_dir(store, job_id)
     folder.mkdir(parents=True, exist_ok=True)
     log = (folder / "log.txt").open("ab")
-    command = [sys.executable, "-m", "trainer.worker", "--db", str(store.path), "--job", str(job_id)]
+    db = str(store.path.resolve())  # the worker runs from the project folder, not the caller's
+    command = [sys.executable, "-m", "trainer.worker", "--db", db, "--job", str(job_id)]
     process = subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,

@@ -359,6 +359,8 @@ def run_job(store: Store, job_id: int, *, progress: Progress | None = None) -> d
     stop = _StopFlag()
     stop.install()
     job = store.job(job_id)
+    if job["status"] in ("cancelled", "done"):  # cancelled while its worker was starting, or finished
+        return job
     started = {} if job["started_at"] else {"started_at": now()}
     store.update_job(job_id, status="running", pid=os.getpid(), error=None, **started)
     report = progress or (lambda _row: None)
@@ -427,7 +429,6 @@ def _train(
         job_id,
         phase="training",
         total_steps=total,
-        cancel_requested=0,
         note=f"{dropped} examples longer than --max-seq-len left out" if dropped else None,
     )
     pad_id = model.config.pad_token_id or model.config.eos_token_id or 0
