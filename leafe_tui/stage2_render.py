@@ -131,7 +131,8 @@ def jobs_table(rows: list[dict[str, Any]]) -> Group:
         style = {"done": "green", "failed": "red", "cancelled": "yellow", "interrupted": "yellow"}.get(
             status, ""
         )
-        shown = f"{status}: {row['phase']}" if status == "running" and row.get("phase") else status
+        phase = row.get("phase")
+        shown = phase if status == "running" and phase and phase != "training" else status
         table.add_row(
             str(row["id"]),
             Text(shown, style=style),

@@ -72,17 +72,19 @@ def _llama_predictions(
     gguf_model: Path, gguf_lora: Path | None, samples: list[tuple[list[int], int]], n_threads: int
 ) -> list[np.ndarray]:
     from llama_cpp import Llama
+    from llama_cpp._utils import suppress_stdout_stderr
 
     longest = max(len(tokens) for tokens, _ in samples)
-    llm = Llama(
-        model_path=str(gguf_model),
-        lora_path=str(gguf_lora) if gguf_lora else None,
-        n_ctx=max(longest, 64),
-        n_batch=max(longest, 64),
-        logits_all=True,  # keeps one row of logits per evaluated position in ``llm.scores``
-        n_threads=n_threads,
-        verbose=False,
-    )
+    with suppress_stdout_stderr(disable=False):  # llama.cpp logs a line per adapted tensor
+        llm = Llama(
+            model_path=str(gguf_model),
+            lora_path=str(gguf_lora) if gguf_lora else None,
+            n_ctx=max(longest, 64),
+            n_batch=max(longest, 64),
+            logits_all=True,  # keeps one row of logits per evaluated position in ``llm.scores``
+            n_threads=n_threads,
+            verbose=False,
+        )
     try:
         predictions = []
         for tokens, start in samples:

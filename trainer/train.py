@@ -320,7 +320,8 @@ def load_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any, de
 
 def job_dir(store: Store, job_id: int) -> Path:
     """Where a job's checkpoint, adapter and log live: next to the database."""
-    return store.path.parent / f"{store.path.stem}.jobs" / f"job-{job_id}"
+    db = store.path.resolve()  # recorded paths must work from any folder
+    return db.parent / f"{db.stem}.jobs" / f"job-{job_id}"
 
 
 def template_for(base: Any) -> Any:
@@ -510,6 +511,19 @@ def evaluate(model: Any, items: list[Item], pad_id: int, device: Any, batch_size
     return total / max(count, 1.0)
 
 
+def parity_window(tokens: TokenizedExample) -> tuple[list[int], int]:
+    """At most ``parity.MAX_TOKENS`` tokens around the first trained reply, and where it starts.
+
+    Both engines see the same window, so cutting the far context keeps the comparison fair.
+    """
+    from trainer.parity import MAX_TOKENS
+
+    start = tokens.spans()[0][0]
+    end = min(len(tokens.input_ids), start + MAX_TOKENS // 2)
+    begin = max(0, end - MAX_TOKENS)
+    return tokens.input_ids[begin:end], start - begin
+
+
 def _export(
     store: Store,
     job: dict[str, Any],
@@ -529,7 +543,7 @@ def _export(
         from trainer.parity import adapter_parity
 
         store.update_job(job["id"], phase="checking parity")
-        chosen = [(it.tokens.input_ids, it.tokens.spans()[0][0]) for it in samples[: config.parity_samples]]
+        chosen = [parity_window(it.tokens) for it in samples[: config.parity_samples]]
         result = adapter_parity(base.hf_dir, adapter_dir, base.gguf, gguf_path, chosen)
         parity = {
             "parity": result.agreement,

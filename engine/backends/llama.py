@@ -53,14 +53,18 @@ class LlamaCppBackend(ModelBackend):
         path = Path(model_path)
         if not path.is_file():
             raise BackendError(f"model file {path} does not exist")
+        from llama_cpp._utils import suppress_stdout_stderr
+
         try:
-            self.llm = Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=n_threads or os.cpu_count() or 1,
-                lora_path=str(lora_path) if lora_path else None,
-                verbose=False,
-            )
+            # With an adapter llama.cpp logs a line per adapted tensor whatever ``verbose`` says.
+            with suppress_stdout_stderr(disable=lora_path is None):
+                self.llm = Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads or os.cpu_count() or 1,
+                    lora_path=str(lora_path) if lora_path else None,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"llama.cpp could not load {path.name}: {exc}") from exc
         try:
