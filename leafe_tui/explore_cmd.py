@@ -139,9 +139,10 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
         else:
             jobs = [(task, None) for task in request.tasks]
         envs = {task: env_for_task(task, tasks_file=request.tasks_file) for task, _ in jobs}
-        model_name, backend = load_backend(request, err)
-        config = ExploreConfig.from_dict(jobs[0][1]["config"] if jobs[0][1] else request.config)
-        config.validate()
+        stored = jobs[0][1]["config"] if jobs[0][1] else None
+        ExploreConfig.from_dict(stored or request.config).validate()  # before the slow model load
+        model_name, backend = load_backend(request, err)  # records the adapter in request.config
+        config = ExploreConfig.from_dict(stored or request.config)
     except (ValueError, TaskNotFound, StoreError, BackendError, OSError) as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2
