@@ -20,26 +20,18 @@ import json
 import os
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from engine.store_base import StoreError, now
 from engine.training_records import TrainingRecords, create_training_tables
 
 # 2: branches.origin and .rebranch_of (re-branches by a person), summary_edits
 # 3: the Stage-2 tables (datasets, dataset_examples, train_jobs, train_metrics, adapters)
 SCHEMA_VERSION = 3
 REVIEW_STATES = ("pending", "approved", "rejected")
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-class StoreError(RuntimeError):
-    """A database problem a user can act on (wrong path, unknown run); one-line message."""
 
 
 @dataclass(frozen=True)

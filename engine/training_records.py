@@ -23,6 +23,8 @@ from typing import Any
 
 import sqlite_utils
 
+from engine.store_base import StoreError, now
+
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 EXAMPLE_KINDS = ("reh", "cf")
 
@@ -165,8 +167,6 @@ class TrainingRecords:
         self, path: str, settings: dict[str, Any], counts: dict[str, Any], examples: list[dict[str, Any]]
     ) -> int:
         """Record a dataset file and the lineage of each of its lines, atomically."""
-        from engine.store import now
-
         with self.db.atomic():
             table = self.db["datasets"]
             table.insert(
@@ -194,8 +194,6 @@ class TrainingRecords:
         return dataset_id
 
     def dataset(self, dataset_id: int) -> dict[str, Any]:
-        from engine.store import StoreError
-
         try:
             row = self.db["datasets"].get(dataset_id)
         except sqlite_utils.db.NotFoundError:
@@ -213,8 +211,6 @@ class TrainingRecords:
     def create_job(
         self, *, dataset_id: int | None, dataset_path: str, base: str, method: str, config: dict[str, Any]
     ) -> int:
-        from engine.store import now
-
         stamp = now()
         table = self.db["train_jobs"]
         table.insert(
@@ -234,8 +230,6 @@ class TrainingRecords:
         return int(table.last_pk)
 
     def job(self, job_id: int) -> dict[str, Any]:
-        from engine.store import StoreError
-
         try:
             row = self.db["train_jobs"].get(job_id)
         except sqlite_utils.db.NotFoundError:
@@ -261,8 +255,6 @@ class TrainingRecords:
         return job["status"]
 
     def update_job(self, job_id: int, **values: Any) -> None:
-        from engine.store import now
-
         if "status" in values and values["status"] not in JOB_STATES:
             raise ValueError(f"job status must be one of {JOB_STATES}")
         values["updated_at"] = now()
@@ -286,8 +278,6 @@ class TrainingRecords:
         return bool(row["cancel_requested"])
 
     def add_metric(self, job_id: int, kind: str, step: int, loss: float, **values: Any) -> None:
-        from engine.store import now
-
         self.db["train_metrics"].insert(
             {"job_id": job_id, "kind": kind, "step": step, "loss": loss, "created_at": now(), **values}
         )
@@ -305,15 +295,11 @@ class TrainingRecords:
 
     # --- adapters --------------------------------------------------------------------------
     def add_adapter(self, **values: Any) -> int:
-        from engine.store import now
-
         table = self.db["adapters"]
         table.insert({"created_at": now(), **values})
         return int(table.last_pk)
 
     def adapter(self, adapter_id: int) -> dict[str, Any]:
-        from engine.store import StoreError
-
         try:
             return self.db["adapters"].get(adapter_id)
         except sqlite_utils.db.NotFoundError:

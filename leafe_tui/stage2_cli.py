@@ -204,7 +204,7 @@ def dataset_show(
         highlight=False,
     )
     for number, record, tokens in masked:
-        console.print(example_panel(number, record, tokens.input_ids, tokens.trained, template, context))
+        console.print(example_panel(number, record, tokens, template, context))
 
 
 # --- train ----------------------------------------------------------------------------------
@@ -272,7 +272,7 @@ def train(
                 seed=seed,
             )
             method = "auto" if qlora is None else ("qlora" if qlora else "lora")
-            job_id = create_job(store, dataset, base or _default_base(store, dataset), method, config)
+            job_id = create_job(store, dataset, base, method, config)
     except (TrainError, ModelError, *STAGE2_ERRORS) as exc:
         raise fail(str(exc)) from None
     if background:
@@ -293,14 +293,6 @@ def train(
         raise typer.Exit(1)
     if row["status"] == "cancelled":
         raise typer.Exit(130)
-
-
-def _default_base(store: Store, dataset: str) -> str:
-    from trainer.dataset import read_dataset
-    from trainer.jobs import resolve_dataset
-
-    _, path = resolve_dataset(store, dataset)
-    return _model_for(read_dataset(path), None)
 
 
 def _train_foreground(store: Store, job_id: int, *, quiet: bool) -> dict[str, Any]:

@@ -9,27 +9,21 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.prompts import GUIDANCE_HEADER
+from trainer.masking import TokenizedExample
 
 TRAINED_STYLE = "bold black on green"
 CONTEXT_STYLE = "dim"
 BLOCKS = "▁▂▃▄▅▆▇█"
 
 
-def _runs(input_ids: list[int], trained: list[bool]) -> list[tuple[bool, list[int]]]:
-    """Consecutive tokens with the same mask flag."""
-    runs: list[tuple[bool, list[int]]] = []
-    for token, flag in zip(input_ids, trained, strict=True):
-        if runs and runs[-1][0] == flag:
-            runs[-1][1].append(token)
-        else:
-            runs.append((flag, [token]))
-    return runs
+def _runs(tokens: TokenizedExample) -> list[tuple[bool, list[int]]]:
+    return [(flag, tokens.input_ids[start:end]) for flag, start, end in tokens.runs()]
 
 
-def masked_text(input_ids: list[int], trained: list[bool], decode: Any, *, context_chars: int = 0) -> Text:
+def masked_text(tokens: TokenizedExample, decode: Any, *, context_chars: int = 0) -> Text:
     """The example's text, trained tokens highlighted; long context runs cut to their last characters."""
     text = Text()
-    for flag, ids in _runs(input_ids, trained):
+    for flag, ids in _runs(tokens):
         chunk = decode(ids)
         if not flag and context_chars and len(chunk) > context_chars:
             text.append(f"[… {len(chunk) - context_chars} characters of context …]", style="italic dim")
@@ -38,11 +32,9 @@ def masked_text(input_ids: list[int], trained: list[bool], decode: Any, *, conte
     return text
 
 
-def example_checks(
-    record: dict[str, Any], input_ids: list[int], trained: list[bool], template: Any
-) -> list[str]:
+def example_checks(record: dict[str, Any], tokens: TokenizedExample, template: Any) -> list[str]:
     """What a person wants confirmed about a masked example; each line starts with ✓ or ✗."""
-    runs = _runs(input_ids, trained)
+    runs = _runs(tokens)
     context = "".join(template.decode(ids) for flag, ids in runs if not flag)
     spans = [ids for flag, ids in runs if flag]
     turns = [m for m in record["messages"] if m["role"] == "assistant" and m.get("training")]
@@ -59,12 +51,7 @@ def _check(ok: bool, text: str) -> str:
 
 
 def example_panel(
-    number: int,
-    record: dict[str, Any],
-    input_ids: list[int],
-    trained: list[bool],
-    template: Any,
-    context_chars: int,
+    number: int, record: dict[str, Any], tokens: TokenizedExample, template: Any, context_chars: int
 ) -> Group:
     lineage = record.get("lineage") or {}
     where = ", ".join(
@@ -72,9 +59,9 @@ def example_panel(
     )
     head = Text(f"example {number}  ", style="bold")
     head.append(f"{record.get('kind', '?')}  {record.get('task_id', '')}  {where}  ")
-    head.append(f"{len(input_ids)} tokens, {sum(trained)} trained", style="cyan")
-    checks = Text("\n".join(example_checks(record, input_ids, trained, template)), style="green")
-    body = masked_text(input_ids, trained, template.decode, context_chars=context_chars)
+    head.append(f"{len(tokens.input_ids)} tokens, {tokens.trained_count} trained", style="cyan")
+    checks = Text("\n".join(example_checks(record, tokens, template)), style="green")
+    body = masked_text(tokens, template.decode, context_chars=context_chars)
     return Group(head, checks, body, Text(""))
 
 

@@ -18,15 +18,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from engine.models import DEFAULT_MODEL
 from engine.store import Store
-from trainer.dataset import read_dataset
+from trainer.dataset import dataset_model, read_dataset
 from trainer.train import TrainConfig, TrainError, choose_method, job_dir
 
 RESUMABLE = ("failed", "cancelled", "interrupted")
 
 
-def resolve_dataset(store: Store, dataset: str) -> tuple[int | None, Path]:
-    """A dataset id from the store or a JSONL path (checked now, not when the worker starts)."""
+def resolve_dataset(store: Store, dataset: str) -> tuple[int | None, Path, list[dict[str, Any]]]:
+    """A dataset id from the store or a JSONL path, and its examples (read now, so a missing or
+    malformed file is an error before any job exists, not when the worker starts)."""
     if dataset.isdigit():
         row = store.dataset(int(dataset))
         path = Path(row["path"])
@@ -37,23 +39,24 @@ def resolve_dataset(store: Store, dataset: str) -> tuple[int | None, Path]:
             (d["id"] for d in store.datasets() if Path(d["path"]) == path),
             None,
         )
-    read_dataset(path)  # a missing or malformed file is an error before any job exists
-    return dataset_id, path
+    return dataset_id, path, read_dataset(path)
 
 
 def create_job(
     store: Store,
     dataset: str,
-    base: str,
+    base: str | None,
     method: str,
     config: TrainConfig,
     choose: Callable[[str], str] = choose_method,
 ) -> int:
     """A queued job; QLoRA without a GPU and a bad dataset are refused here, in one line.
 
-    ``choose`` answers which method runs (the TUI asks in a child process to keep torch out of it).
+    ``base`` defaults to the model the dataset's runs used. ``choose`` answers which method runs
+    (the TUI asks in a child process to keep torch out of it).
     """
-    dataset_id, path = resolve_dataset(store, dataset)
+    dataset_id, path, records = resolve_dataset(store, dataset)
+    base = base or dataset_model(records, DEFAULT_MODEL)
     chosen = choose(method)
     return store.create_job(
         dataset_id=dataset_id, dataset_path=str(path), base=base, method=chosen, config=asdict(config)

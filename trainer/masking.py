@@ -70,17 +70,19 @@ class TokenizedExample:
     def trained_count(self) -> int:
         return sum(self.trained)
 
+    def runs(self) -> list[tuple[bool, int, int]]:
+        """Maximal runs of tokens with the same flag, as (trained, start, end) with end exclusive."""
+        out: list[tuple[bool, int, int]] = []
+        for index, flag in enumerate(self.trained):
+            if out and out[-1][0] == flag:
+                out[-1] = (flag, out[-1][1], index + 1)
+            else:
+                out.append((flag, index, index + 1))
+        return out
+
     def spans(self) -> list[tuple[int, int]]:
         """Runs of trained tokens as [start, end) index pairs."""
-        out: list[tuple[int, int]] = []
-        start = None
-        for index, flag in enumerate([*self.trained, False]):
-            if flag and start is None:
-                start = index
-            elif not flag and start is not None:
-                out.append((start, index))
-                start = None
-        return out
+        return [(start, end) for flag, start, end in self.runs() if flag]
 
 
 def trained_char_spans(

@@ -147,9 +147,8 @@ def split_items(items: list[Item], fraction: float, seed: int) -> tuple[list[Ite
     order = list(range(len(items)))
     random.Random(seed).shuffle(order)
     held = set(order[: max(1, round(len(items) * fraction))])
-    return [it for i, it in enumerate(items) if i not in held], [
-        it for i, it in enumerate(items) if i in held
-    ]
+    train = [it for i, it in enumerate(items) if i not in held]
+    return train, [it for i, it in enumerate(items) if i in held]
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -159,25 +158,23 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 
 def collate(batch: list[Item], pad_id: int, device: Any) -> dict[str, Any]:
-    """Right-padded ids, attention mask, and per-token targets/weights (0 on untrained tokens)."""
+    """Right-padded ids, attention mask, the trained flag of each token and its loss weight."""
     import torch
 
     length = max(len(it.tokens.input_ids) for it in batch)
     ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), length), dtype=torch.long)
-    weights = torch.zeros((len(batch), length), dtype=torch.float32)
+    trained = torch.zeros((len(batch), length), dtype=torch.float32)
     for row, item in enumerate(batch):
         n = len(item.tokens.input_ids)
         ids[row, :n] = torch.tensor(item.tokens.input_ids)
         mask[row, :n] = 1
-        weights[row, :n] = torch.tensor(item.tokens.trained, dtype=torch.float32) * item.weight
-    trained = torch.zeros_like(weights)
-    for row, item in enumerate(batch):
-        trained[row, : len(item.tokens.trained)] = torch.tensor(item.tokens.trained, dtype=torch.float32)
+        trained[row, :n] = torch.tensor(item.tokens.trained, dtype=torch.float32)
+    item_weights = torch.tensor([it.weight for it in batch], dtype=torch.float32).unsqueeze(1)
     return {
         "input_ids": ids.to(device),
         "attention_mask": mask.to(device),
-        "weights": weights.to(device),
+        "weights": (trained * item_weights).to(device),
         "trained": trained.to(device),
     }
 

@@ -30,7 +30,6 @@ from textual.worker import Worker, WorkerState
 
 import trainer.dataset as datasets
 import trainer.jobs as jobs
-from engine.models import DEFAULT_MODEL
 from engine.store import Store, StoreError
 from leafe_tui.app import keys
 from leafe_tui.app.loss_plot import LossPlot
@@ -136,10 +135,10 @@ def new_job_from_approved(db_path: Path, request: JobRequest) -> NewJob:
         out = next_dataset_path(store)
         settings = datasets.DatasetSettings(selection="approved")
         dataset_id, counts = datasets.build_dataset(store, settings, out)
-        base = request.base or datasets.dataset_model(datasets.read_dataset(out), DEFAULT_MODEL)
         job_id = jobs.create_job(
-            store, str(dataset_id), base, method, request.config, choose=choose_method_isolated
+            store, str(dataset_id), request.base or None, method, request.config, choose=lambda _: method
         )
+        base = store.job(job_id)["base"]
         pid = jobs.start_background(store, job_id)
     finally:
         store.close()

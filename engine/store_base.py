@@ -1,0 +1,14 @@
+"""What every part of the store shares: timestamps and the user-facing error (no imports of its own,
+so the Stage-1 and Stage-2 parts of the store can both use it)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class StoreError(RuntimeError):
+    """A database problem a user can act on (wrong path, unknown run); one-line message."""
