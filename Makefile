@@ -1,7 +1,9 @@
 # leafe: `make run` explores the default task with the default model; `make test` runs the tests.
 # Both create or update .venv and install whatever is missing, so either works on a fresh clone.
-# llama-cpp-python compiles llama.cpp once (~15-20 min on two cores); pip keeps the built wheel in
-# its cache, so later set-ups reuse it.
+# llama.cpp is compiled by leafe (engine/llama_build.py) for the instruction sets this CPU reports,
+# AMX never, and the wheel is cached under a key made of exactly those options (~/.cache/leafe/wheels),
+# so a build is only ever installed on a CPU that can run it; pip's own wheel cache is bypassed.
+# Each new build is then checked once by a real decode in a child process (`leafe doctor --setup`).
 
 PYTHON ?= python3
 VENV := .venv
@@ -12,16 +14,21 @@ DEFAULT_TASK ?= code/suite/digit-collapse
 TEST_MODEL := smollm2-135m
 DEFAULT_MODEL := qwen2.5-coder-0.5b
 
-.PHONY: setup sandbox run test lint clean
+.PHONY: setup engine sandbox run test lint clean
 
-setup: $(STAMP) sandbox
+setup: $(STAMP) engine sandbox
 
+# llama.cpp goes in before the project, so that pip never compiles it (natively) on its own.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	@echo "leafe: installing (the first time compiles llama.cpp: 15-20 min on two cores)"
+	$(PY) -m engine.llama_build ensure
 	$(PY) -m pip install --quiet -e '.[train,dev]'
 	@touch $(STAMP)
+
+# Every time, and cheap when nothing changed: a .venv that meets another CPU gets that CPU's build.
+engine: $(STAMP)
+	@$(PY) -m engine.llama_build ensure
 
 # The strong sandbox for model-written code is bubblewrap; install it where we can, else the
 # sandbox says once that it falls back to resource limits.
@@ -34,10 +41,12 @@ sandbox:
 
 run: setup
 	$(LEAFE) models pull $(DEFAULT_MODEL)
+	@$(LEAFE) doctor --setup --model $(DEFAULT_MODEL)
 	$(LEAFE) explore $(DEFAULT_TASK) --model $(DEFAULT_MODEL) --tui
 
 test: setup
 	$(LEAFE) models pull $(TEST_MODEL)
+	@$(LEAFE) doctor --setup --model $(TEST_MODEL)
 	$(PY) -m pytest -q
 
 lint: setup

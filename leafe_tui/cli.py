@@ -323,8 +323,8 @@ def tui(
         raise typer.Exit(code)
 
 
-# The Stage-2 verbs (review, dataset, train, jobs, adapters, eval) register themselves on ``app``.
-from leafe_tui import eval_cmd, stage2_cli  # noqa: E402, F401
+# The Stage-2 verbs (review, dataset, train, jobs, adapters, eval) and doctor register themselves on ``app``.
+from leafe_tui import doctor_cmd, eval_cmd, stage2_cli  # noqa: E402, F401
 
 
 def main() -> None:  # pragma: no cover - console-script entry
