@@ -11,11 +11,11 @@ A submission goes through three stages and stops at the first that fails:
 Every stdin/stdout test is its own sandboxed process (tests run a few at a time in threads); after a
 hidden test hits the time limit the remaining ones are not started and count as failed, so a slow
 program costs one time limit, not one per test. Expected outputs never enter the sandbox: outputs
-are compared here. Function problems run in one sandboxed process per stage: a small harness
-(``_HARNESS``) loads the problem's prompt and the submitted code into one namespace, then evaluates
-the doctest examples, or runs ``check(candidate)``. The candidate shares that process with the
-check, as in HumanEval's own harness: the sandbox protects the machine, but a deliberately
-adversarial function could tamper with its own verdict.
+are compared here. Function problems: the doctest examples are evaluated in the sandbox and their
+printed results compared here; check code (``check(candidate)``, HumanEval's hidden tests) runs in a
+separate trusted process that receives the function's results as plain data (``function_check``),
+so model code never sees the hidden tests and cannot write, forge or sway its own verdict. Nothing a
+program prints during the hidden stage reaches the feedback.
 
 Rewards: 1.0 when every hidden test passes; 0.5 × (fraction of hidden tests passed) when the visible
 examples pass but some hidden test fails; 0.0 otherwise.
@@ -36,6 +36,7 @@ from typing import Any
 from engine import sandbox
 from engine.envs.code_problem import CodeProblem, IOTest
 from engine.envs.code_sources import doctest_examples
+from engine.envs.function_check import CheckOutcome, candidate_program, read_records, run_check
 from engine.sandbox import Limits, RunResult
 
 MAX_SOURCE_CHARS = 100_000
@@ -54,6 +55,7 @@ MEMORY_LIMIT = "memory limit exceeded"
 OUTPUT_LIMIT = "output limit exceeded"
 PROCESS_LIMIT = "process limit exceeded"
 MISSING_FUNCTION = "missing function"
+UNJUDGEABLE = "unjudgeable result"
 HIDDEN_FAILED = "failed hidden tests"
 NOT_RUN = "not run"
 
@@ -304,6 +306,7 @@ class Judge:
             MEMORY_LIMIT: "the memory limit was exceeded",
             OUTPUT_LIMIT: "the output limit was exceeded",
             PROCESS_LIMIT: "the process limit was exceeded",
+            UNJUDGEABLE: "a result was not a plain Python value, which is all the judge compares",
         }.get(verdict, verdict)
         lead = "passed the visible examples but failed" if had_visible else "failed"
         feedback = (
@@ -316,51 +319,49 @@ class Judge:
 
     def _judge_function(self, problem: CodeProblem, source: str) -> Judgement:
         entry = problem.entry_point or ""
-        runs = 0
         examples = doctest_examples(problem.visible_check) if ">>>" in problem.visible_check else []
-        if examples or problem.visible_check.strip():
-            spec: dict[str, Any]
-            if examples:
-                spec = {"mode": "doctest", "calls": [src for src, _ in examples]}
-            else:
-                spec = _check_spec(problem.visible_check, "visible_check.py")
-            result, records = self._run_harness(
-                problem, source, spec, {"visible_check.py": problem.visible_check}
-            )
+        runs = 0
+        failure: tuple[str, str] | None
+        if examples or not problem.visible_check.strip():
+            # Without visible tests this run only loads the code, so that a load error can be shown
+            # from a process that had no hidden data within reach.
+            result, records = self._run_doctests(problem, source, [src for src, _ in examples])
             runs += 1
             failure = self._visible_function_failure(entry, examples, result, records)
-            if failure is not None:
-                verdict, feedback = failure
-                return Judgement("visible", verdict, feedback, False, 0.0, executions=runs)
-        spec = _check_spec(problem.hidden_check, "<hidden>")
-        result, records = self._run_harness(problem, source, spec, {})
-        runs += 1
-        events = {r.get("event") for r in records}
-        if "passed" in events and result.returncode == 0 and result.killed_reason is None:
-            return self._hidden_function_judgement(ACCEPTED, runs, bool(examples))
-        setup = self._setup_failure(entry, result, records)
-        if setup is not None:  # only without visible examples: otherwise the visible stage saw it
-            return Judgement("visible", setup[0], setup[1], False, 0.0, executions=runs)
-        verdict = self._hidden_function_verdict(result, records)
-        return self._hidden_function_judgement(verdict, runs, bool(examples))
+        else:
+            spec = _check_spec(problem.visible_check, "visible_check.py")
+            outcome = self._run_check(problem, source, spec)
+            runs += outcome.runs
+            failure = self._visible_check_failure(entry, outcome)
+        if failure is not None:
+            verdict, feedback = failure
+            return Judgement("visible", verdict, feedback, False, 0.0, executions=runs)
+        outcome = self._run_check(problem, source, _check_spec(problem.hidden_check, "hidden_check.py"))
+        runs += outcome.runs
+        return self._hidden_function_judgement(self._hidden_verdict(outcome), runs, bool(examples))
 
-    def _run_harness(
-        self, problem: CodeProblem, source: str, spec: dict[str, Any], extra: dict[str, str]
+    def _run_doctests(
+        self, problem: CodeProblem, source: str, calls: list[str]
     ) -> tuple[RunResult, list[dict[str, Any]]]:
-        files = {"solution.py": source, "prompt.py": problem.prompt, **extra}
-        harness = _HARNESS.replace("@ENTRY@", repr(problem.entry_point or ""))
         result = sandbox.run_python(
-            harness, json.dumps(spec), limits=self.limits, extra_files=files, filename="leafe_harness.py"
+            candidate_program(problem.entry_point or ""),
+            json.dumps({"mode": "doctest", "calls": calls}),
+            limits=self.limits,
+            extra_files={"solution.py": source, "prompt.py": problem.prompt},
+            filename="leafe_harness.py",
         )
-        records = []
-        for line in result.stdout.splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-        return result, records
+        return result, read_records(result.stdout)
+
+    def _run_check(self, problem: CodeProblem, source: str, spec: dict[str, Any]) -> CheckOutcome:
+        return run_check(
+            problem.prompt,
+            problem.entry_point or "",
+            source,
+            spec["code"],
+            filename=spec["filename"],
+            call_check=spec["call_check"],
+            limits=self.limits,
+        )
 
     def _setup_failure(
         self, entry: str, result: RunResult, records: list[dict[str, Any]]
@@ -368,7 +369,7 @@ class Judge:
         """A failure before any example ran: the code did not load, or lacks the function."""
         events = {r.get("event"): r for r in records}
         if "load_error" in events:
-            tail = traceback_tail(events["load_error"]["error"], result.workdir)
+            tail = traceback_tail(str(events["load_error"].get("error", "")), result.workdir)
             return RUNTIME_ERROR, f"Runtime error: your code raised an exception while being loaded.\n{tail}"
         if "missing" in events:
             return MISSING_FUNCTION, (
@@ -380,13 +381,12 @@ class Judge:
                 "Runtime error: your code read standard input while being loaded; a "
                 "function solution must not read input."
             )
-        if not any(r.get("event") == "start" for r in records):
-            failure = _run_failure(result, self.limits)
-            if failure is not None:
-                text = f"{failure[0][0].upper()}{failure[0][1:]} while loading your code: {failure[1]}."
-                if result.stderr.strip() and failure[0] != TIME_LIMIT:
-                    text += "\n" + stderr_section(result.stderr, result.workdir)
-                return failure[0], text
+        if "loaded" not in events:
+            failure = _run_failure(result, self.limits) or (RUNTIME_ERROR, "the program stopped unexpectedly")
+            text = f"{failure[0][0].upper()}{failure[0][1:]} while loading your code: {failure[1]}."
+            if result.stderr.strip() and failure[0] != TIME_LIMIT:
+                text += "\n" + stderr_section(result.stderr, result.workdir)
+            return failure[0], text
         return None
 
     def _visible_function_failure(
@@ -395,10 +395,6 @@ class Judge:
         setup = self._setup_failure(entry, result, records)
         if setup is not None:
             return setup
-        if not examples:  # check-code mode
-            if any(r.get("event") == "passed" for r in records):
-                return None
-            return self._check_failure(result, records)
         outcomes = {
             r["i"]: r for r in records if r.get("event") in ("value", "error") and isinstance(r.get("i"), int)
         }
@@ -417,13 +413,13 @@ class Judge:
                     text += "\n" + stderr_section(result.stderr, result.workdir)
                 return failure[0], text
             if record["event"] == "error":
-                tail = traceback_tail(record.get("error", ""), result.workdir)
+                tail = traceback_tail(str(record.get("error", "")), result.workdir)
                 return (
                     RUNTIME_ERROR,
                     f"Runtime error on example {index + 1}: the call raised an exception.\n{shown}\n{tail}",
                 )
-            printed, value = record.get("printed") or "", record.get("repr")
-            got = printed if value is None else value + "\n"  # debug prints do not spoil a right value
+            printed, value = str(record.get("printed") or ""), record.get("repr")
+            got = printed if value is None else str(value) + "\n"  # debug prints do not spoil a right value
             if not (doctest_output_matches(want, got) or doctest_output_matches(want, printed + got)):
                 extra = f"\nPrinted: {_block(printed)}" if printed and value is not None else ""
                 return WRONG_ANSWER, (
@@ -432,24 +428,49 @@ class Judge:
                 )
         return None
 
-    def _check_failure(self, result: RunResult, records: list[dict[str, Any]]) -> tuple[str, str]:
-        errors = [r for r in records if r.get("event") == "error"]
-        if errors:
-            tail = traceback_tail(errors[0].get("error", ""), result.workdir)
-            if errors[0].get("type") == "AssertionError":
-                return WRONG_ANSWER, f"Wrong result: a check of the visible tests failed.\n{tail}"
+    def _visible_check_failure(self, entry: str, outcome: CheckOutcome) -> tuple[str, str] | None:
+        """Visible check code: its traceback (visible text) and the function's own, when it raised."""
+        if outcome.status == "passed":
+            return None
+        if outcome.status == "setup" and outcome.failure is not None:
+            return self._setup_failure(entry, outcome.failure, outcome.setup_records)
+        if outcome.status == "failed" and outcome.failure is not None:
+            failure = _run_failure(outcome.failure, self.limits) or (RUNTIME_ERROR, "the program stopped")
+            return failure[
+                0
+            ], f"{failure[0][0].upper()}{failure[0][1:]} while checking the visible tests: {failure[1]}."
+        if outcome.status == "unjudgeable":
+            return UNJUDGEABLE, _unjudgeable_text(outcome.detail)
+        if outcome.candidate_traceback:
+            tail = traceback_tail(outcome.candidate_traceback, "")
             return RUNTIME_ERROR, f"Runtime error while checking the visible tests.\n{tail}"
-        failure = _run_failure(result, self.limits) or (RUNTIME_ERROR, "the check did not complete")
-        return failure[
-            0
-        ], f"{failure[0][0].upper()}{failure[0][1:]} while checking the visible tests: {failure[1]}."
+        tail = traceback_tail(outcome.check_traceback, "")
+        if outcome.error_type == "AssertionError":
+            return WRONG_ANSWER, f"Wrong result: a check of the visible tests failed.\n{tail}"
+        return RUNTIME_ERROR, f"Runtime error while checking the visible tests.\n{tail}"
 
-    def _hidden_function_verdict(self, result: RunResult, records: list[dict[str, Any]]) -> str:
-        errors = [r for r in records if r.get("event") == "error"]
-        if errors:
-            return WRONG_ANSWER if errors[0].get("type") == "AssertionError" else RUNTIME_ERROR
-        failure = _run_failure(result, self.limits)
-        return failure[0] if failure is not None else RUNTIME_ERROR
+    def _hidden_verdict(self, outcome: CheckOutcome) -> str:
+        """Only the kind of failure: nothing the program printed or raised reaches the feedback."""
+        if outcome.status == "passed":
+            return ACCEPTED
+        if outcome.status == "error":
+            return WRONG_ANSWER if outcome.error_type == "AssertionError" else RUNTIME_ERROR
+        if outcome.status == "failed" and outcome.failure is not None:
+            failure = _run_failure(outcome.failure, self.limits)
+            return failure[0] if failure is not None else RUNTIME_ERROR
+        if outcome.status == "unjudgeable" and outcome.detail.startswith("not_plain"):
+            return UNJUDGEABLE
+        return RUNTIME_ERROR
+
+
+def _unjudgeable_text(detail: str) -> str:
+    if detail.startswith("not_plain"):
+        what = detail.partition(": ")[2] or "a value"
+        return (
+            f"Unjudgeable result: the function returned {what}. Only plain Python values (numbers, "
+            "strings, bytes, lists, tuples, dicts, sets, None) can be compared with the expected results."
+        )
+    return f"The judge could not run the check: {detail}."
 
 
 def _check_spec(code: str, filename: str) -> dict[str, Any]:
@@ -510,103 +531,3 @@ def _close(a: Any, b: Any) -> bool:
     if isinstance(a, list | tuple) and type(a) is type(b):
         return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
     return type(a) is type(b) and a == b
-
-
-# ------------------------------------------------------------------------------------------ harness
-
-# Runs inside the sandbox as the main program. Loads prompt.py then solution.py into one namespace,
-# reads the spec from stdin only after that (so load-time code cannot see it), and reports JSON lines
-# on the original stdout; the candidate's own prints go to /dev/null or to a capture buffer.
-_HARNESS = r"""
-import contextlib, io, json, os, sys, traceback
-
-ENTRY = @ENTRY@
-_results = os.fdopen(os.dup(1), "w", encoding="utf-8")
-os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-_HIDE = {os.path.abspath(__file__), "<leafe>"}
-_CAP = 2000
-
-
-def emit(**record):
-    _results.write(json.dumps(record) + "\n")
-    _results.flush()
-
-
-def tail(exc):
-    te = traceback.TracebackException.from_exception(exc)
-    te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename not in _HIDE])
-    return "".join(te.format())[-4000:]
-
-
-def clip(text):
-    return text if len(text) <= _CAP else text[:_CAP] + "..."
-
-
-def show(value):
-    try:
-        return clip(repr(value))
-    except BaseException as exc:
-        return "<repr() failed: %s>" % type(exc).__name__
-
-
-def run_file(name, ns):
-    path = os.path.abspath(name)
-    with open(path, encoding="utf-8") as handle:
-        exec(compile(handle.read(), path, "exec"), ns)
-
-
-def main():
-    ns = {"__name__": "solution", "__builtins__": __builtins__}
-    try:
-        run_file("prompt.py", ns)
-    except BaseException:
-        pass
-    stub = ns.get(ENTRY)
-    try:
-        run_file("solution.py", ns)
-    except BaseException as exc:
-        emit(event="load_error", error=tail(exc))
-        return
-    candidate = ns.get(ENTRY)
-    if not callable(candidate) or candidate is stub:
-        emit(event="missing")
-        return
-    try:
-        spec = json.loads(sys.stdin.read())
-    except BaseException:
-        emit(event="no_spec")
-        return
-    if spec["mode"] == "doctest":
-        for i, call in enumerate(spec["calls"]):
-            emit(event="start", i=i)
-            buf = io.StringIO()
-            try:
-                with contextlib.redirect_stdout(buf):
-                    try:
-                        code = compile(call, "<leafe>", "eval")
-                    except SyntaxError:
-                        code = compile(call, "<leafe>", "exec")
-                    value = eval(code, ns)
-            except BaseException as exc:
-                printed = clip(buf.getvalue())
-                emit(event="error", i=i, type=type(exc).__name__, error=tail(exc), printed=printed)
-                continue
-            shown = None if value is None else show(value)
-            emit(event="value", i=i, printed=clip(buf.getvalue()), repr=shown)
-        return
-    emit(event="start", i=0)
-    try:
-        filename = spec.get("filename") or "<leafe>"
-        if not filename.startswith("<"):
-            filename = os.path.abspath(filename)
-        exec(compile(spec["code"], filename, "exec"), ns)
-        if spec.get("call_check"):
-            ns["check"](candidate)
-    except BaseException as exc:
-        emit(event="error", i=0, type=type(exc).__name__, error=tail(exc))
-        return
-    emit(event="passed", i=0)
-
-
-main()
-"""
