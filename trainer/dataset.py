@@ -28,6 +28,7 @@ from typing import Any
 
 from engine.envs import load_env
 from engine.prompts import Turn, trajectory_messages
+from engine.run_tree import RunTree
 from engine.store import Branch, Node, Store
 
 SELECTIONS = ("approved", "successful")
@@ -106,55 +107,22 @@ class Counts:
         return out
 
 
-class _RunTree:
-    """One run's nodes and branches in memory, with the paths the dataset needs."""
-
-    def __init__(self, store: Store, run_id: int, action_help: ActionHelp) -> None:
-        self.run = store.get_run(run_id)
-        self.nodes = {n.id: n for n in store.nodes(run_id)}
-        self.branches = {b.id: b for b in store.branches(run_id)}
-        self.reflections = {r["id"]: r for r in store.reflections(run_id)}
-        self.action_help = action_help(self.run["env"])
-
-    def path(self, node_id: int) -> list[Node]:
-        out = [self.nodes[node_id]]
-        while out[-1].parent_id is not None:
-            out.append(self.nodes[out[-1].parent_id])
-        return out[::-1]
-
-    def successes(self) -> list[Node]:
-        return [n for n in self.nodes.values() if n.success]
-
-    def first_node(self, branch: Branch) -> Node | None:
-        for node in self.nodes.values():
-            if node.branch_id == branch.id and node.parent_id == branch.from_node_id:
-                return node
-        return None
-
-    def original_node(self, branch: Branch) -> Node | None:
-        """The reply at τ on the trajectory the branch's reflection looked at."""
-        reflection = self.reflections.get(branch.reflection_id) if branch.reflection_id else None
-        if reflection is None or branch.rollback_step is None:
-            return None
-        path = self.path(reflection["node_id"])
-        return path[branch.rollback_step] if branch.rollback_step < len(path) else None
-
-    def messages(self, path: list[Node], trained_from_step: int) -> list[dict[str, Any]]:
-        """The conversation of ``path`` with no guidance; valid replies from the given step trained."""
-        turns = [Turn(n.raw_response or "", n.observation) for n in path[1:]]
-        chat = trajectory_messages(self.action_help, path[0].observation, turns)[:-1]
-        replies = iter(path[1:])
-        out = []
-        for message in chat:
-            trained = False
-            if message["role"] == "assistant":
-                node = next(replies)
-                trained = node.valid and node.step >= trained_from_step
-            out.append({**message, "training": trained})
-        return out
+def _messages(action_help: str, path: list[Node], trained_from_step: int) -> list[dict[str, Any]]:
+    """The conversation of ``path`` with no guidance; valid replies from the given step trained."""
+    turns = [Turn(n.raw_response or "", n.observation) for n in path[1:]]
+    chat = trajectory_messages(action_help, path[0].observation, turns)[:-1]
+    replies = iter(path[1:])
+    out = []
+    for message in chat:
+        trained = False
+        if message["role"] == "assistant":
+            node = next(replies)
+            trained = node.valid and node.step >= trained_from_step
+        out.append({**message, "training": trained})
+    return out
 
 
-def _eligible(tree: _RunTree, path: list[Node], selection: str, counts: Counts) -> bool:
+def _eligible(tree: RunTree, path: list[Node], selection: str, counts: Counts) -> bool:
     """Whether a successful path may be used: no rejected branch on it (and, for ``approved``,
     every rollback branch on it approved by a person)."""
     for branch_id in dict.fromkeys(n.branch_id for n in path):
@@ -190,7 +158,8 @@ def collect_examples(
     cf_pool: dict[str, list[Example]] = defaultdict(list)
     seen: set[tuple[str, ...]] = set()
     for run_id in run_ids:
-        tree = _RunTree(store, run_id, action_help)
+        tree = RunTree.load(store, run_id)
+        help_text = action_help(tree.run["env"])
         task, model = tree.run["task_id"], tree.run["model"]
         success_paths = [tree.path(n.id) for n in tree.successes()]
         counts.successful_trajectories += len(success_paths)
@@ -208,7 +177,7 @@ def collect_examples(
                     run_id=run_id,
                     branch_id=path[-1].branch_id,
                     model=model,
-                    messages=tree.messages(path, trained_from_step=1),
+                    messages=_messages(help_text, path, trained_from_step=1),
                     trained_node_ids=[n.id for n in path[1:] if n.valid],
                     context_node_ids=[path[0].id],
                 )
@@ -216,7 +185,7 @@ def collect_examples(
         for branch in tree.branches.values():
             if branch.kind != "rollback":
                 continue
-            example = _counterfactual(tree, branch, eligible, settings, counts)
+            example = _counterfactual(tree, help_text, branch, eligible, settings, counts)
             if example is None:
                 continue
             key = ("cf", task, *(m["content"] for m in example.messages))
@@ -240,7 +209,12 @@ def collect_examples(
 
 
 def _counterfactual(
-    tree: _RunTree, branch: Branch, eligible: list[list[Node]], settings: DatasetSettings, counts: Counts
+    tree: RunTree,
+    action_help: str,
+    branch: Branch,
+    eligible: list[list[Node]],
+    settings: DatasetSettings,
+    counts: Counts,
 ) -> Example | None:
     """The counterfactual example of one branch point, if its corrected reply led to a success."""
     first = tree.first_node(branch)
@@ -266,7 +240,7 @@ def _counterfactual(
         run_id=tree.run["id"],
         branch_id=branch.id,
         model=tree.run["model"],
-        messages=tree.messages(used, trained_from_step=tau),
+        messages=_messages(action_help, used, trained_from_step=tau),
         trained_node_ids=[n.id for n in used[tau:] if n.valid],
         context_node_ids=[n.id for n in used[:tau]],
     )
@@ -321,7 +295,7 @@ def read_dataset(path: Path) -> list[dict[str, Any]]:
             if not isinstance(messages, list) or not messages:
                 raise DatasetError(f"{path}:{number}: expected an object with a non-empty 'messages' list")
             if not any(m.get("role") == "assistant" and m.get("training") for m in messages):
-                raise DatasetError(f"{path}:{number}: no assistant message has \"training\": true")
+                raise DatasetError(f'{path}:{number}: no assistant message has "training": true')
             record.setdefault("kind", "reh")
             records.append(record)
     if not records:

@@ -11,12 +11,12 @@ Tree entries are addressed by keys: ``("node", id)`` or ``("branch", id)``.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from engine.store import Branch, Node, Store
+from engine.run_tree import RunTree
+from engine.store import Branch, Node
 
 Key = tuple[str, int]
 FILTERS = ("all", "pending", "approved", "successful")
@@ -48,65 +48,19 @@ class Totals:
         self.seconds += node.seconds
 
 
-class RunIndex:
-    """Nodes, branches and reflections of one run, with the lookups the views need."""
+class RunIndex(RunTree):
+    """The run's tree (``engine.run_tree``) with the display keys, filters and totals the views need."""
 
     def __init__(self, run: dict[str, Any]) -> None:
-        self.run = run
-        self.run_id: int = run["id"]
-        self.nodes: dict[int, Node] = {}
-        self.branches: dict[int, Branch] = {}
-        self.reflections: dict[int, dict[str, Any]] = {}
-        self.reflection_at: dict[int, int] = {}  # node id -> reflection id
-        self.steps: dict[int, list[int]] = defaultdict(list)  # branch id -> node ids by step (no step 0)
-        self.forks: dict[int, list[int]] = defaultdict(list)  # node id -> branch ids rolling back there
-        self.children: dict[int, list[int]] = defaultdict(list)  # node id -> child node ids
-        self.root_id: int | None = None
+        super().__init__(run)
         self.totals = Totals()
-
-    # --- loading and live updates -----------------------------------------------------------
-    @classmethod
-    def load(cls, store: Store, run_id: int) -> RunIndex:
-        run = store.get_run(run_id)
-        run["status"] = Store.effective_status(run)
-        index = cls(run)
-        for branch in store.branches(run_id):
-            index.set_branch(branch)
-        for node in store.nodes(run_id):
-            index.add_node(node)
-        for row in store.reflections(run_id):
-            index.add_reflection(row)
-        return index
 
     def add_node(self, node: Node) -> bool:
         """Add a committed node; False when it was already known."""
-        if node.id in self.nodes:
+        if not super().add_node(node):
             return False
-        self.nodes[node.id] = node
         self.totals.add(node)
-        if node.step == 0:
-            self.root_id = node.id
-        else:
-            _insert_sorted(self.steps[node.branch_id], node.id, lambda i: self.nodes[i].step)
-        if node.parent_id is not None:
-            self.children[node.parent_id].append(node.id)
         return True
-
-    def set_branch(self, branch: Branch) -> bool:
-        """Add or update a branch; True when it is new."""
-        old = self.branches.get(branch.id)
-        self.branches[branch.id] = branch
-        if old is not None and old.from_node_id != branch.from_node_id:
-            self.forks[old.from_node_id].remove(branch.id)
-            old = None
-        if old is None:
-            _insert_sorted(self.forks[branch.from_node_id], branch.id, lambda i: i)
-            return True
-        return False
-
-    def add_reflection(self, row: dict[str, Any]) -> None:
-        self.reflections[row["id"]] = row
-        self.reflection_at[row["node_id"]] = row["id"]
 
     # --- structure ----------------------------------------------------------------------------
     def display_parent(self, key: Key) -> Key | None:
@@ -165,18 +119,10 @@ class RunIndex:
 
     def trajectory(self, node_id: int) -> list[int]:
         """Node ids from the root observation down to ``node_id``."""
-        path = [node_id]
-        while (parent := self.nodes[path[-1]].parent_id) is not None and parent in self.nodes:
-            path.append(parent)
-        return path[::-1]
+        return [node.id for node in self.path(node_id)]
 
     def is_rollback_point(self, node_id: int) -> bool:
         return node_id != self.root_id and bool(self.forks.get(node_id))
-
-    def siblings(self, node_id: int) -> list[int]:
-        """Nodes sharing ``node_id``'s parent: the alternatives tried at the same point."""
-        parent = self.nodes[node_id].parent_id
-        return sorted(self.children.get(parent, [])) if parent is not None else [node_id]
 
     # --- review -------------------------------------------------------------------------------
     def review_counts(self) -> dict[str, int]:
@@ -212,15 +158,6 @@ class RunIndex:
         for key in self.ancestors(branch_key(branch_id)):
             if key[0] == "branch":
                 yield key[1]
-
-
-def _insert_sorted(items: list[int], item: int, sort_key: Any) -> None:
-    """Insert keeping order; live items nearly always go at the end, so scan from there."""
-    position = len(items)
-    value = sort_key(item)
-    while position and sort_key(items[position - 1]) > value:
-        position -= 1
-    items.insert(position, item)
 
 
 @dataclass(frozen=True)
