@@ -9,6 +9,8 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from leafe_tui.display_text import short_line, step_summary
+
 OUTCOME_STYLE = {"success": ("✓", "bold green"), "failure": ("✗", "red"), None: ("…", "yellow")}
 
 
@@ -19,11 +21,6 @@ def short_action(action: str | None, width: int = 48) -> str:
     lines = [line for line in action.splitlines() if line.strip()]
     text = f"{len(lines)} lines: {lines[0].strip()}" if len(lines) > 1 else "".join(lines).strip()
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _first_line(text: str, width: int = 70) -> str:
-    line = next((s.strip() for s in text.splitlines() if s.strip()), "")
-    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def node_symbol(node: dict[str, Any]) -> tuple[str, str]:
@@ -37,13 +34,20 @@ def node_symbol(node: dict[str, Any]) -> tuple[str, str]:
     return "·", "white"
 
 
-def node_label(node: dict[str, Any]) -> Text:
+def node_label(node: dict[str, Any], previous_action: str | None = None) -> Text:
+    """One step: its glyph, then what it did (a program: its feedback and how it changed)."""
     symbol, style = node_symbol(node)
     label = Text(f"{node['step']:>2} ", style="dim")
     label.append(f"{symbol} ", style=style)
-    label.append(short_action(node["action"]), style=style if node["success"] else "")
+    action = node["action"]
+    if action is not None and "\n" in action.strip():
+        said, _, change = step_summary(action, node["feedback"], previous_action).rpartition("  · ")
+        label.append(said, style=style if node["success"] else "")
+        label.append(f"  · {change}", style="dim")
+        return label
+    label.append(short_action(action), style=style if node["success"] else "")
     if node["feedback"]:
-        label.append(f"  {_first_line(node['feedback'])}", style="dim")
+        label.append(f"  {short_line(node['feedback'])}", style="dim")
     return label
 
 
@@ -55,7 +59,7 @@ def steps_strip(nodes: list[dict[str, Any]]) -> Text:
         strip.append(f"{node['step']}", style="dim")
         strip.append(f"{symbol} ", style=style)
     if nodes and nodes[-1]["feedback"]:
-        strip.append(f" {_first_line(nodes[-1]['feedback'], 60)}", style="dim")
+        strip.append(f" {short_line(nodes[-1]['feedback'], 60)}", style="dim")
     return strip
 
 
@@ -74,7 +78,7 @@ def branch_label(branch: dict[str, Any]) -> Text:
     label.append(f"{symbol} {branch['outcome'] or branch['status']}", style=style)
     summary = branch.get("summary_edited") or branch.get("summary")
     if summary:
-        label.append(f"  “{_first_line(summary, 90)}”", style="italic")
+        label.append(f"  “{short_line(summary, 90)}”", style="italic")
     return label
 
 
@@ -104,6 +108,7 @@ def tree_renderable(data: dict[str, Any], *, compact: bool = False) -> Tree:
         forks[branch["from_node_id"]].append(branch)
         children[branch["parent_branch_id"]].append(branch)
     root_node = next((n for n in data["nodes"] if n["step"] == 0), None)
+    by_id = {n["id"]: n for n in data["nodes"]}
 
     def add_branch(parent: Tree, branch: dict[str, Any]) -> None:
         subtree = parent.add(branch_label(branch))
@@ -115,7 +120,8 @@ def tree_renderable(data: dict[str, Any], *, compact: bool = False) -> Tree:
                 add_branch(subtree, child)
             return
         for node in nodes:
-            child = subtree.add(node_label(node))
+            parent = by_id.get(node["parent_id"])
+            child = subtree.add(node_label(node, parent["action"] if parent else None))
             for fork in forks.get(node["id"], []):
                 add_branch(child, fork)
 

@@ -18,6 +18,7 @@ from textual.widgets import Static
 
 from engine.store import Branch, Node, Store
 from leafe_tui.app.model import Key, RunIndex
+from leafe_tui.display_text import reflow
 from leafe_tui.render import node_symbol
 
 
@@ -106,7 +107,7 @@ Arrow keys and PgUp/PgDn scroll; `tab` goes back to the tree.
             return Group(
                 Text(f"Step 0 · the first observation of {self.index.run['task_id']}", style="bold"),
                 _heading("Observation"),
-                _block(node.observation),
+                _block(reflow(node.observation)),
             )
         symbol, style = node_symbol(node.__dict__)
         outcome = (
@@ -145,7 +146,7 @@ Arrow keys and PgUp/PgDn scroll; `tab` goes back to the tree.
             _heading("Model reply (raw)"),
             _block(node.raw_response),
             _heading("Observation after the step"),
-            _block(node.observation),
+            _block(reflow(node.observation)),
         ]
         reflection_id = self.index.reflection_at.get(node.id)
         if reflection_id is not None:

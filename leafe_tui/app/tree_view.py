@@ -147,7 +147,8 @@ class RunTree(Tree[Key]):
         return self._branch_label(self.index.branches[ident])
 
     def _node_label(self, node: Node) -> Text:
-        label = node_label(node.__dict__)
+        parent = self.index.nodes.get(node.parent_id) if node.parent_id is not None else None
+        label = node_label(node.__dict__, parent.action if parent else None)
         forks = len(self.index.forks.get(node.id, []))
         if forks:
             label.append(f"  ↺ {forks} branch{'es' if forks > 1 else ''}", style="bold cyan")
