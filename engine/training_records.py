@@ -26,7 +26,6 @@ import sqlite_utils
 from engine.store_base import StoreError, now
 
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
-EXAMPLE_KINDS = ("reh", "cf")
 
 TRAINING_TABLES: dict[str, tuple[dict[str, type], dict[str, Any]]] = {
     "datasets": (

@@ -10,6 +10,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from leafe_tui.display_text import short_line, step_summary
+from leafe_tui.styles import status_style
 
 OUTCOME_STYLE = {"success": ("✓", "bold green"), "failure": ("✗", "red"), None: ("…", "yellow")}
 
@@ -95,7 +96,7 @@ def tree_renderable(data: dict[str, Any], *, compact: bool = False) -> Tree:
             (f"run {run['id']} ", "bold"),
             (run["task_id"], "bold blue"),
             f"  {run['model']}  ",
-            (run["status"], "green" if run["status"] == "finished" else "yellow"),
+            (run["status"], status_style(run["status"])),
         )
     )
     nodes_by_branch: dict[int, list[dict[str, Any]]] = defaultdict(list)

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.prompts import GUIDANCE_HEADER
+from leafe_tui.styles import num, pct, status_style
 from trainer.masking import TokenizedExample
 
 TRAINED_STYLE = "bold black on green"
@@ -103,10 +104,6 @@ def fmt_seconds(seconds: float | None) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def _num(value: float | None, digits: int = 3) -> str:
-    return "" if value is None else f"{value:.{digits}f}"
-
-
 def jobs_table(rows: list[dict[str, Any]]) -> Group:
     """One line per job; errors and notes follow the table in full (they are long)."""
     table = Table(title="training jobs", title_justify="left")
@@ -115,9 +112,7 @@ def jobs_table(rows: list[dict[str, Any]]) -> Group:
     notes = []
     for row in rows:
         status = row.get("effective_status") or row["status"]
-        style = {"done": "green", "failed": "red", "cancelled": "yellow", "interrupted": "yellow"}.get(
-            status, ""
-        )
+        style = status_style(status)
         phase = row.get("phase")
         shown = phase if status == "running" and phase and phase != "training" else status
         table.add_row(
@@ -126,9 +121,9 @@ def jobs_table(rows: list[dict[str, Any]]) -> Group:
             row["base"],
             row["method"],
             f"{row.get('step') or 0}/{row.get('total_steps') or '?'}",
-            _num(row.get("train_loss")),
-            _num(row.get("eval_loss")),
-            _num(row.get("tokens_per_s"), 0),
+            num(row.get("train_loss")),
+            num(row.get("eval_loss")),
+            num(row.get("tokens_per_s"), 0),
             fmt_seconds(row.get("eta_s")) if status == "running" else "",
         )
         if row.get("error"):
@@ -150,13 +145,9 @@ def adapters_table(rows: list[dict[str, Any]]) -> Group:
             str(row.get("dataset_id") or ""),
             row["base"],
             str(row["rank"]),
-            _pct(row.get("parity")),
-            _pct(row.get("parity_base")),
-            _pct(row.get("parity_effect")),
+            pct(row.get("parity")),
+            pct(row.get("parity_base")),
+            pct(row.get("parity_effect")),
         )
         files.append(Text(f"adapter {row['id']}: {row.get('gguf_path') or '(not exported)'}", style="dim"))
     return Group(table, *files)
-
-
-def _pct(value: float | None) -> str:
-    return "" if value is None else f"{100 * value:.1f}%"

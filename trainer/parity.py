@@ -13,7 +13,7 @@ all: if it is near zero the check proves nothing about the adapter.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +31,6 @@ class ParityResult:
     base_agreement: float  # transformers vs llama.cpp, both without the adapter: the quantisation floor
     positions: int
     adapter_effect: float = 0.0  # how often the adapter changes transformers' top-1
-
-    def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)
 
 
 def _check_samples(samples: Sequence[Sample]) -> list[tuple[list[int], int]]:

@@ -245,16 +245,10 @@ Arrow keys and PgUp/PgDn scroll; `tab` goes back to the tree.
 
 
 def _plain(renderable: RenderableType) -> str:
+    import io
+
     from rich.console import Console
 
-    console = Console(width=100, record=True, file=_Null(), color_system=None)
+    console = Console(width=100, record=True, file=io.StringIO(), color_system=None)
     console.print(renderable)
     return console.export_text()
-
-
-class _Null:
-    def write(self, _: str) -> int:
-        return 0
-
-    def flush(self) -> None:
-        pass

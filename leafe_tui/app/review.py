@@ -8,6 +8,7 @@ from textual.widgets import Static
 
 from engine.store import Store
 from leafe_tui.app.model import RunIndex
+from leafe_tui.styles import status_style
 
 
 class ReviewChanged(Message):
@@ -51,15 +52,13 @@ class RunStatusBar(Static):
         counts = index.review_counts()
         budget = run["config"].get("budget")
         episodes = sum(1 for b in index.branches.values() if b.status in ("running", "done"))
-        status_style = {"finished": "green", "running": "yellow", "failed": "red"}.get(
-            run["status"], "magenta"
-        )
+        run_style = status_style(run["status"])
         reused = f"{100 * totals.cached_tokens / totals.prompt_tokens:.0f}%" if totals.prompt_tokens else "—"
         text = Text.assemble(
             (f"run {run['id']} ", "bold"),
             (run["task_id"], "bold blue"),
             (f"  {run['model']}  ", "dim"),
-            (run["status"], status_style),
+            (run["status"], run_style),
             f"   episodes {episodes}/{budget}  steps {totals.steps}",
             (
                 f"   prompt {totals.prompt_tokens} tok ({reused} reused)  generated "

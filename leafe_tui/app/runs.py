@@ -11,11 +11,11 @@ from textual.widgets import DataTable, Footer, Static
 
 from leafe_tui.app import keys
 from leafe_tui.app.work_bar import WorkBar
+from leafe_tui.styles import status_style
 
 if TYPE_CHECKING:
     from leafe_tui.app.app import LeafeApp
 
-STATUS_STYLE = {"finished": "green", "running": "yellow", "failed": "red", "stopped": "magenta"}
 COLUMNS = ("run", "task", "model", "status", "episodes", "steps", "branches", "successful", "created")
 
 
@@ -70,7 +70,7 @@ class RunsScreen(Screen[None]):
 
     @staticmethod
     def _cells(run: dict[str, Any]) -> list[Text | str]:
-        status = Text(run["status"], style=STATUS_STYLE.get(run["status"], "yellow"))
+        status = Text(run["status"], style=status_style(run["status"]))
         successes = Text(str(run["successes"]), style="bold green" if run["successes"] else "dim")
         return [
             Text(str(run["id"]), justify="right"),

@@ -37,6 +37,7 @@ from leafe_tui.app.training_forms import AdapterDetails, ConfirmCancel, JobReque
 from leafe_tui.app.work_bar import WorkBar
 from leafe_tui.app.worker import ExploreJob
 from leafe_tui.stage2_render import fmt_seconds
+from leafe_tui.styles import num, pct, status_style
 from trainer.train import TrainError, choose_method
 
 if TYPE_CHECKING:
@@ -44,14 +45,6 @@ if TYPE_CHECKING:
 
 REFRESH_S = 1.0
 COLUMNS = ("job", "status", "phase", "base", "method", "step", "loss", "eval", "tok/s", "ETA", "error")
-STATUS_STYLE = {
-    "queued": "cyan",
-    "running": "bold yellow",
-    "done": "green",
-    "failed": "red",
-    "cancelled": "magenta",
-    "interrupted": "magenta",
-}
 ENDED = ("done", "failed", "cancelled")
 ERROR_CHARS = 32
 REPO = Path(jobs.__file__).resolve().parent.parent
@@ -154,14 +147,6 @@ def one_line(exc: BaseException) -> str:
 
 
 # --- what the screen shows --------------------------------------------------------------------------
-def _num(value: float | None, digits: int = 3) -> str:
-    return "" if value is None else f"{value:.{digits}f}"
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
-
-
 def job_cells(row: dict[str, Any]) -> list[Text | str]:
     """One job as table cells (the columns of ``leafe jobs``)."""
     status = row.get("effective_status") or row["status"]
@@ -171,14 +156,14 @@ def job_cells(row: dict[str, Any]) -> list[Text | str]:
         error_line = error_line[: ERROR_CHARS - 1] + "…"
     return [
         Text(str(row["id"]), justify="right"),
-        Text(status, style=STATUS_STYLE.get(status, "")),
+        Text(status, style=status_style(status)),
         row.get("phase") or "",
         row["base"],
         row["method"],
         Text(f"{row.get('step') or 0}/{row.get('total_steps') or '?'}", justify="right"),
-        Text(_num(row.get("train_loss")), justify="right"),
-        Text(_num(row.get("eval_loss")), justify="right"),
-        Text(_num(row.get("tokens_per_s"), 0), justify="right"),
+        Text(num(row.get("train_loss")), justify="right"),
+        Text(num(row.get("eval_loss")), justify="right"),
+        Text(num(row.get("tokens_per_s"), 0), justify="right"),
         fmt_seconds(row.get("eta_s")) if status == "running" else "",
         Text(error_line, style="red"),
     ]
@@ -238,8 +223,8 @@ def adapter_text(adapter: dict[str, Any], job: dict[str, Any], lineage: Lineage 
     text.append(f"{adapter.get('gguf_path') or '— (not exported)'}\n")
     if adapter.get("parity") is not None:
         text.append("parity  ", style="dim")
-        text.append(f"{_pct(adapter['parity'])}", style="bold")
-        base = _pct(adapter.get("parity_base"))
+        text.append(f"{pct(adapter['parity'])}", style="bold")
+        base = pct(adapter.get("parity_base"))
         text.append(f" of next tokens agree (llama.cpp vs transformers; base model {base})")
         text.append(f" over {adapter.get('parity_positions') or '?'} positions\n", style="dim")
     else:
@@ -262,7 +247,7 @@ def job_text(job: dict[str, Any], lineage: Lineage | None, adapter: dict[str, An
     status = job["effective_status"]
     text = Text.assemble(
         (f"job {job['id']}  ", "bold"),
-        (status, STATUS_STYLE.get(status, "")),
+        (status, status_style(status)),
         f"  {job['method']} on {job['base']}",
     )
     if job.get("phase") and job["phase"] != status:

@@ -155,11 +155,6 @@ class JobRunner:
             assert job.branch_id is not None
             explorer.rebranch(job.run_id, job.branch_id, job.summary)
 
-    def close(self) -> None:
-        for backend in self.backends.values():
-            backend.close()
-        self.backends.clear()
-
 
 class _Progress:
     """Posts episodes used / budget and the steps taken after everything the explorer commits."""
