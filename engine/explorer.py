@@ -14,6 +14,7 @@ simply continues, and a node committed before a kill is neither lost nor repeate
 
 from __future__ import annotations
 
+import re
 import threading
 import zlib
 from collections import OrderedDict
@@ -57,6 +58,17 @@ class ExploreConfig:
             raise ValueError("--max-depth must be 0 or more")
         if self.reflect_every < 1:
             raise ValueError("--reflect-every must be at least 1 step")
+        for name, value in (("max_tokens", self.max_tokens), ("reflect_max_tokens", self.reflect_max_tokens)):
+            if value < 1:
+                raise ValueError(f"the reply length limit ({name}) must be at least 1 token, not {value}")
+        for name, value in (
+            ("temperature", self.temperature),
+            ("reflect_temperature", self.reflect_temperature),
+        ):
+            if value < 0:
+                raise ValueError(f"the sampling {name} must be 0 or more, not {value}")
+        if self.max_thought_chars < 0:
+            raise ValueError(f"max_thought_chars must be 0 or more, not {self.max_thought_chars}")
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,16 @@ class ExplorerEvent:
 
 class ReplayMismatch(RuntimeError):
     """Replaying stored actions gave a different observation: the environment is not deterministic."""
+
+
+# A memory address as Python prints it in a repr (``<generator object f at 0x7f3a…>``): it differs
+# from process to process, so it cannot make a replay differ.
+_ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,16}\b")
+
+
+def same_observation(a: str, b: str) -> bool:
+    """Whether a replayed observation matches the stored one, memory addresses aside."""
+    return a == b or _ADDRESS.sub("0x", a) == _ADDRESS.sub("0x", b)
 
 
 def call_seed(*parts: object) -> int:
@@ -115,9 +137,11 @@ class Explorer:
         return run_id
 
     def resume(self, run_id: int) -> int:
-        """Continue a run that was interrupted; committed nodes are kept, none is repeated."""
-        run = self.store.get_run(run_id)
-        self.store.set_run_status(run_id, "running")
+        """Continue a run that was interrupted; committed nodes are kept, none is repeated.
+
+        Raises RunBusy (a StoreError) when another live process is exploring the run.
+        """
+        run = self.store.claim_run(run_id)
         self._emit("run", run_id, status="running", task_id=run["task_id"], resumed=True)
         self._loop(run_id, run["task_id"])
         return run_id
@@ -138,7 +162,7 @@ class Explorer:
             raise ValueError(f"branch {branch_id} is not a rollback branch; only those can be re-branched")
         if not summary.strip():
             raise ValueError("the experience summary is empty")
-        run = self.store.get_run(run_id)
+        run = self.store.claim_run(run_id)
         child = self.store.add_branch(
             run_id,
             "rollback",
@@ -156,7 +180,6 @@ class Explorer:
         if self.store.episodes_used(run_id) > self.config.budget:
             self.config.budget = self.store.episodes_used(run_id)
             self.store.set_run_config(run_id, asdict(self.config))
-        self.store.set_run_status(run_id, "running")
         self._emit("branch", run_id, id=child.id, status="running", rebranch_of=source.id)
         self._loop(run_id, run["task_id"], only=child.id)
         return self.store.branch(child.id)
@@ -236,11 +259,11 @@ class Explorer:
     def _replay(self, task_id: str, path: list[Node]) -> None:
         """Reset the environment and replay the path's actions, checking every observation."""
         observation = self.env.reset(task_id, self.config.task_seed)
-        if observation != path[0].observation:
+        if not same_observation(observation, path[0].observation):
             raise ReplayMismatch(f"reset of {task_id} gave a different first observation than the stored run")
         for node in path[1:]:
             result = self.env.step(parse_action(node.raw_response or ""))
-            if result.observation != node.observation:
+            if not same_observation(result.observation, node.observation):
                 raise ReplayMismatch(
                     f"replaying step {node.step} (node {node.id}) gave a different observation"
                 )

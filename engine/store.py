@@ -5,7 +5,9 @@ version recorded in ``meta``. The explorer keeps no state that is not in here, w
 killed run resume without losing or duplicating a committed node.
 
 Tables
-- ``runs``: one Stage-1 exploration of one task (model, config, status, pid of the explorer).
+- ``runs``: one Stage-1 exploration of one task (model, config, status, and the explorer process
+  that owns it: pid, host and process start, so a pid reused by an unrelated process is not mistaken
+  for the explorer).
 - ``branches``: an episode. The root episode (kind ``root``), a rollback branch created by a
   reflection (kind ``rollback``: rollback step τ, experience summary as generated and as edited,
   review state) or a fresh restart from the task's start when the queue ran dry (kind ``restart``).
@@ -16,9 +18,13 @@ Tables
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import sqlite3
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +36,9 @@ from engine.training_records import TrainingRecords, create_training_tables
 
 # 2: branches.origin and .rebranch_of (re-branches by a person), summary_edits
 # 3: the Stage-2 tables (datasets, dataset_examples, train_jobs, train_metrics, adapters)
-SCHEMA_VERSION = 3
+# 4: runs.host and runs.pid_started (who owns a running run, beyond a pid that can be reused)
+SCHEMA_VERSION = 4
+LOCK_WAIT_SECONDS = 30.0  # how long to wait for another process's write (schema creation, a claim)
 REVIEW_STATES = ("pending", "approved", "rejected")
 
 
@@ -115,6 +123,8 @@ _TABLES: dict[str, tuple[dict[str, type], dict[str, Any]]] = {
             "status": str,
             "error": str,
             "pid": int,
+            "host": str,
+            "pid_started": str,
             "created_at": str,
             "updated_at": str,
         },
@@ -231,41 +241,201 @@ def _migrate_to_2(db: sqlite_utils.Database) -> None:
         )
 
 
+def _migrate_to_4(db: sqlite_utils.Database) -> None:
+    """The owner of a run is a process on a host, not only a pid (pids are reused)."""
+    for column in ("host", "pid_started"):
+        if column not in db["runs"].columns_dict:
+            db["runs"].add_column(column, str)
+
+
 # Migration to version N, applied in order to files written by older versions.
-_MIGRATIONS = {2: _migrate_to_2, 3: create_training_tables}
+_MIGRATIONS = {2: _migrate_to_2, 3: create_training_tables, 4: _migrate_to_4}
+# Tables every leafe file has had since version 1: with ``meta`` they tell a leafe file from another.
+_LEAFE_MARKERS = {"meta", "runs", "nodes", "branches"}
+
+
+class RunBusy(StoreError):
+    """A run is being explored by another live process (or one on another host that leafe cannot check)."""
+
+
+def process_started(pid: int) -> str | None:
+    """When process ``pid`` started (boot id and start tick from /proc), or None where that is unknown.
+
+    Together with the pid and host this names one process: a pid that was reused after the explorer
+    died belongs to a process with another start.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # the command name may hold spaces and parentheses
+    return f"{boot}:{fields[19]}"  # field 22 of proc_pid_stat(5): starttime
+
+
+def this_process() -> dict[str, Any]:
+    """The owner columns of a run explored by this process."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "pid_started": process_started(os.getpid())}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def _owned_here(run: dict[str, Any]) -> bool:
+    """Whether this very process is the run's recorded explorer."""
+    me = this_process()
+    return (
+        run.get("pid") == me["pid"]
+        and run.get("host") in (None, me["host"])
+        and (run.get("pid_started") in (None, me["pid_started"]))
+    )
+
+
+def _owner(run: dict[str, Any]) -> str:
+    where = f" on host {run['host']}" if run.get("host") and run["host"] != socket.gethostname() else ""
+    return f"process {run['pid']}{where}"
+
+
+def _is_locked(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED") or "locked" in str(exc)
+
+
+def _explain(path: Path, exc: sqlite3.Error) -> StoreError:
+    """A SQLite error on opening ``path`` in plain words: locked, not writable, or not a database."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if _is_locked(exc):
+        return StoreError(f"{path} stayed locked by another process for {LOCK_WAIT_SECONDS:.0f} s; try again")
+    if name == "SQLITE_CANTOPEN":
+        if not os.access(path.parent, os.W_OK):
+            return StoreError(
+                f"cannot open {path}: its folder {path.parent} is not writable (SQLite keeps its journal "
+                "files next to the database); use a database in a writable folder"
+            )
+        return StoreError(f"cannot open {path} ({exc})")
+    if name == "SQLITE_READONLY":
+        return StoreError(f"{path} is read-only and its schema needs an upgrade; make it writable first")
+    return StoreError(f"{path} is not a leafe database ({exc})")
+
+
+class _RolledBack(Exception):
+    """Ends a probe transaction (``Store.check_writable``) with a rollback."""
 
 
 class Store(TrainingRecords):
     """Access to one leafe SQLite file (Stage-2 rows: :class:`TrainingRecords`)."""
 
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        """Open (or, with ``create``, create) a leafe database.
+
+        Never modifies a file that is not a leafe database already, unless it is new and empty; the
+        schema is created or migrated under SQLite's write lock, so processes opening a new file at
+        once wait for each other instead of failing.
+        """
         self.path = Path(path).expanduser()
-        if not create and not self.path.exists():
-            raise StoreError(f"no database at {self.path}: give --db the path of a leafe database")
-        if self.path.exists() and self.path.is_dir():
+        if self.path.is_dir():
             raise StoreError(f"{self.path} is a folder; --db expects a database file path")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"no database at {self.path}: give --db the path of a leafe database")
+            self._make_folder()
         try:
-            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-            self.db = sqlite_utils.Database(conn)
-            self.db.enable_wal()
-            self.db.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
+            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=LOCK_WAIT_SECONDS)
+        except sqlite3.Error as exc:
+            raise _explain(self.path, exc) from exc
+        self.db = sqlite_utils.Database(conn)
+        try:
+            self._open()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path} is not a leafe database ({exc})") from exc
+            conn.close()
+            raise _explain(self.path, exc) from exc
+        except StoreError:
+            conn.close()
+            raise
+
+    def _make_folder(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder of {self.path} ({exc.strerror})") from None
 
     # --- schema ----------------------------------------------------------------------------
+    def _open(self) -> None:
+        tables = self._tables()
+        if tables and not tables >= _LEAFE_MARKERS:
+            shown = ", ".join(sorted(tables)[:5]) + (", …" if len(tables) > 5 else "")
+            raise StoreError(
+                f"{self.path} is not a leafe database (it holds other tables: {shown}); "
+                "leafe leaves it alone: give --db a new file or a leafe database"
+            )
+        self._enable_wal()
+        self.db.execute("PRAGMA foreign_keys = ON")
+        if not tables or self._schema_version() != SCHEMA_VERSION:
+            with self._write_lock():
+                self._migrate()
+
+    def _tables(self) -> set[str]:
+        rows = self.db.execute("select name from sqlite_master where type = 'table'").fetchall()
+        return {name for (name,) in rows if not name.startswith("sqlite_")}
+
+    def _schema_version(self) -> int:
+        if "meta" not in self._tables():
+            return 0
+        row = self.db.execute("select value from meta where key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _enable_wal(self) -> None:
+        """WAL mode, retried while another process holds the lock (the pragma does not wait by itself).
+
+        A read-only file stays in the mode it has: reading works either way.
+        """
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                self.db.enable_wal()
+                return
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorname", "") == "SQLITE_READONLY":
+                    return
+                if not _is_locked(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    @contextlib.contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        """One write transaction that holds SQLite's write lock from its start (BEGIN IMMEDIATE).
+
+        What it reads cannot change under it, so a check and the write that follows are atomic
+        across processes; waiting for another writer uses the connection's busy timeout.
+        """
+        self.db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.conn.execute("ROLLBACK")
+            raise
+        self.db.conn.execute("COMMIT")
+
     def _migrate(self) -> None:
-        meta = self.db["meta"]
-        if not meta.exists():
-            self.db["meta"].create({"key": str, "value": str}, pk="key")
-        row = next(self.db.query("select value from meta where key = 'schema_version'"), None)
-        version = int(row["value"]) if row else 0
+        """Create the schema of a new file, or bring an older one up to date (under the write lock)."""
+        tables = self._tables()
+        if tables and not tables >= _LEAFE_MARKERS:  # something else was written meanwhile
+            raise StoreError(f"{self.path} is not a leafe database")
+        version = self._schema_version()
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} has schema version {version}, newer than this leafe ({SCHEMA_VERSION}): upgrade"
             )
+        if version == SCHEMA_VERSION:  # another process did it while this one waited for the lock
+            return
         if version == 0:  # a new file: the current schema at once
+            self.db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
             for name, (columns, options) in _TABLES.items():
                 self.db[name].create(columns, if_not_exists=True, **options)
             for table, cols in _INDEXES:
@@ -273,10 +443,25 @@ class Store(TrainingRecords):
             create_training_tables(self.db)
         else:
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                with self.db.atomic():
-                    _MIGRATIONS[step](self.db)
-        if version != SCHEMA_VERSION:
-            self.db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+                _MIGRATIONS[step](self.db)
+        self.db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+
+    def check_writable(self) -> None:
+        """Raise StoreError unless this process can write to the database (before any slow work).
+
+        A real write attempt, rolled back: file permissions, an immutable file or a read-only mount
+        all show up here, as SQLite sees them.
+        """
+        try:
+            with self._write_lock():
+                self.db.conn.execute("update meta set value = value where key = 'schema_version'")
+                raise _RolledBack
+        except _RolledBack:
+            return
+        except sqlite3.OperationalError as exc:
+            if _is_locked(exc):
+                raise _explain(self.path, exc) from None
+            raise StoreError(f"cannot write to {self.path}: the database is read-only ({exc})") from None
 
     def close(self) -> None:
         self.db.close()
@@ -298,7 +483,7 @@ class Store(TrainingRecords):
                     "config": json.dumps(config, sort_keys=True),
                     "status": "running",
                     "error": None,
-                    "pid": os.getpid(),
+                    **this_process(),
                     "created_at": stamp,
                     "updated_at": stamp,
                 }
@@ -324,8 +509,24 @@ class Store(TrainingRecords):
 
     def set_run_status(self, run_id: int, status: str, error: str | None = None) -> None:
         self.db["runs"].update(
-            run_id, {"status": status, "error": error, "updated_at": now(), "pid": os.getpid()}
+            run_id, {"status": status, "error": error, "updated_at": now(), **this_process()}
         )
+
+    def claim_run(self, run_id: int, *, force: bool = False) -> dict[str, Any]:
+        """Make this process the run's explorer (status running), atomically; returns the run as it was.
+
+        Raises RunBusy when another live process explores it, so two resumes of one run cannot both
+        go on; ``force`` takes it anyway (for an owner leafe cannot check, e.g. on another host).
+        Claiming a run this process already owns is fine.
+        """
+        with self._write_lock():
+            run = self.get_run(run_id)
+            if not force and self.effective_status(run) == "running" and not _owned_here(run):
+                raise RunBusy(f"run {run_id} is still being explored by {_owner(run)}")
+            self.db["runs"].update(
+                run_id, {"status": "running", "error": None, "updated_at": now(), **this_process()}
+            )
+        return run
 
     def set_run_config(self, run_id: int, config: dict[str, Any]) -> None:
         self.db["runs"].update(run_id, {"config": json.dumps(config, sort_keys=True), "updated_at": now()})
@@ -353,15 +554,21 @@ class Store(TrainingRecords):
 
     @staticmethod
     def effective_status(run: dict[str, Any]) -> str:
-        """A run marked running whose explorer process is gone was interrupted (killed)."""
+        """A run marked running whose explorer process is gone was interrupted (killed).
+
+        The explorer is gone when its pid is not alive, or when the pid now belongs to a process
+        that started at another time (the pid was reused). A run owned by another host cannot be
+        checked from here and counts as running.
+        """
         if run["status"] != "running" or not run.get("pid"):
             return run["status"]
-        try:
-            os.kill(int(run["pid"]), 0)
-        except ProcessLookupError:
+        if run.get("host") and run["host"] != socket.gethostname():
+            return "running"
+        if not _pid_alive(int(run["pid"])):
             return "interrupted"
-        except PermissionError:
-            pass
+        recorded, actual = run.get("pid_started"), process_started(int(run["pid"]))
+        if recorded and actual and recorded != actual:
+            return "interrupted"
         return "running"
 
     # --- branches ---------------------------------------------------------------------------

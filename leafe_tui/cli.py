@@ -53,6 +53,11 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def has_terminal() -> bool:
+    """Whether stdin and stdout are a terminal, which the full-screen app needs."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
 def open_store(db: Path | None, *, create: bool = False) -> Store:
     try:
         return Store(db or paths.default_db(), create=create)
@@ -204,6 +209,12 @@ def explore(
     cache: Annotated[bool, typer.Option(help="Reuse the KV prefix across steps and branches.")] = True,
     n_ctx: Annotated[int, typer.Option("--n-ctx", help="llama.cpp context length.")] = 8192,
     resume: Annotated[int | None, typer.Option("--resume", help="Continue the interrupted run RUN.")] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="With --resume: take the run even if its recorded explorer looks alive."
+        ),
+    ] = False,
     tasks_file: TasksFileOption = None,
     as_json: JsonOption = False,
     tui: Annotated[bool, typer.Option("--tui", help="Watch it grow in the TUI as it runs.")] = False,
@@ -219,6 +230,8 @@ def explore(
 
     if not tasks and resume is None:
         raise fail("give at least one task id (see `leafe tasks list`) or --resume RUN")
+    if force and resume is None:
+        raise fail("--force only goes with --resume RUN")
     request = ExploreRequest(
         tasks=tasks or [],
         model=model,
@@ -229,6 +242,7 @@ def explore(
         cache=cache,
         as_json=as_json,
         adapter=adapter,
+        force=force,
         config=dict(
             budget=budget,
             max_depth=max_depth,
@@ -241,7 +255,7 @@ def explore(
             max_thought_chars=max_thought_chars,
         ),
     )
-    if tui and not (sys.stdin.isatty() and sys.stdout.isatty()):
+    if tui and not has_terminal():
         err.print("no terminal for the TUI: exploring with the plain live view instead", highlight=False)
         tui = False
     if tui:
@@ -316,6 +330,8 @@ def tui(
     from leafe_tui.app.launch import open_tui
 
     open_store(db).close()
+    if not has_terminal():
+        raise fail("leafe tui needs a terminal (stdin and stdout a TTY); `leafe runs` and `leafe tree` print")
     code = open_tui(
         db or paths.default_db(), run_id=run, tasks_file=tasks_file, n_ctx=n_ctx, cache=cache, err=err
     )

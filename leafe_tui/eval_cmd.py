@@ -14,14 +14,29 @@ from leafe_tui import paths
 from leafe_tui.cli import DbOption, JsonOption, TasksFileOption, app, console, err, fail, print_json
 
 
-def parse_ks(text: str) -> list[int]:
+def parse_ks(text: str, samples: int | None = None) -> list[int]:
+    """The k of pass@k; each must be at most the number of samples (pass@k needs k ≤ n)."""
     try:
         ks = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
         raise ValueError(f"--k takes comma-separated whole numbers like 1,4, not {text!r}") from None
     if not ks or ks[0] < 1:
         raise ValueError("--k values must be 1 or more")
+    if samples is not None and ks[-1] > samples:
+        raise ValueError(f"--k {ks[-1]} is more than -n {samples} rollouts: pass@k needs k ≤ n")
     return ks
+
+
+def check_settings(samples: int, temperature: float, max_tokens: int, max_steps: int | None) -> None:
+    """The flag values that would make a rollout meaningless, refused before the model loads."""
+    if samples < 1:
+        raise ValueError("-n must be at least 1")
+    if temperature < 0:
+        raise ValueError(f"--temperature must be 0 or more, not {temperature}")
+    if max_tokens < 1:
+        raise ValueError(f"--max-tokens must be at least 1, not {max_tokens}")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"--max-steps must be at least 1, not {max_steps}")
 
 
 @app.command("eval")
@@ -32,7 +47,10 @@ def evaluate(
         str | None, typer.Option("--adapter", help="A trained adapter: id (`leafe adapters`) or .gguf.")
     ] = None,
     samples: Annotated[int, typer.Option("-n", "--samples", help="Rollouts per task.")] = 4,
-    k: Annotated[str, typer.Option("--k", help="Comma-separated k of pass@k (each at most -n).")] = "1,4",
+    k: Annotated[
+        str | None,
+        typer.Option("--k", help="Comma-separated k of pass@k, each at most -n [default: 1,4 up to -n]."),
+    ] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Reply length limit per step.")] = 512,
     max_steps: Annotated[
@@ -50,18 +68,19 @@ def evaluate(
     leafe eval code/suite/digit-collapse -n 8 --k 1,4,8 --adapter 1
     """
     from engine.rollout import RolloutConfig, evaluate_task
-    from leafe_tui.explore_cmd import ExploreRequest, load_backend
+    from engine.store import StoreError
+    from leafe_tui.explore_cmd import ExploreRequest, check_n_ctx, load_backend
 
     try:
-        if samples < 1:
-            raise ValueError("-n must be at least 1")
-        ks = parse_ks(k)
+        check_settings(samples, temperature, max_tokens, max_steps)
+        ks = parse_ks(k, samples) if k is not None else sorted({1, min(4, samples)})
+        check_n_ctx(n_ctx)
         envs = {task: env_for_task(task, tasks_file=tasks_file) for task in tasks}
         request = ExploreRequest(
             tasks=tasks, model=model, db=db or paths.default_db(), n_ctx=n_ctx, adapter=adapter
         )
         model_name, backend = load_backend(request, err)
-    except (ValueError, TaskNotFound, BackendError, OSError) as exc:
+    except (ValueError, TaskNotFound, BackendError, StoreError, OSError) as exc:
         raise fail(str(exc)) from None
     config = RolloutConfig(temperature=temperature, max_tokens=max_tokens, seed=seed, max_steps=max_steps)
     rows = []

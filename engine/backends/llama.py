@@ -13,15 +13,176 @@ from __future__ import annotations
 
 import ctypes
 import os
+import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from engine.backends.base import BackendError, Completion, Message, ModelBackend, common_prefix_length
 from engine.chat_template import GgufChatTemplate, TemplateError
 
 MIN_PREFIX_TO_SAVE = 16  # below this, re-evaluating is cheaper than keeping a copy
+MIN_N_CTX = 256  # below this not even the system prompt fits
+
+# --- GGUF headers ----------------------------------------------------------------------------
+# llama.cpp crashes (SIGSEGV) on an adapter file that is not a LoRA GGUF, so leafe reads the header
+# itself first. The format: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md
+GGUF_MAGIC = b"GGUF"
+_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
+_STRING, _ARRAY = 8, 9
+_MAX_DIMS = 4  # GGML_MAX_DIMS
+# ggml tensor types: (bytes per block, elements per block). Types missing here are not size-checked.
+_TYPE_SIZES = {
+    0: (4, 1),  # F32
+    1: (2, 1),  # F16
+    2: (18, 32),  # Q4_0
+    3: (20, 32),  # Q4_1
+    6: (22, 32),  # Q5_0
+    7: (24, 32),  # Q5_1
+    8: (34, 32),  # Q8_0
+    24: (1, 1),  # I8
+    25: (2, 1),  # I16
+    26: (4, 1),  # I32
+    27: (8, 1),  # I64
+    28: (8, 1),  # F64
+    30: (2, 1),  # BF16
+}
+
+
+class _Truncated(Exception):
+    """The file ended inside its header."""
+
+
+class _Damaged(Exception):
+    """The header holds something no GGUF writer writes."""
+
+
+@dataclass(frozen=True)
+class GgufHeader:
+    """What leafe needs from a GGUF header: its version, scalar and string metadata, and its size."""
+
+    version: int
+    metadata: dict[str, Any] = field(default_factory=dict)  # arrays are skipped
+    tensor_count: int = 0
+    needed_bytes: int = 0  # the file size its tensor table asks for
+
+
+class _Reader:
+    """Bounded little-endian reads: reading past the end of the file raises _Truncated."""
+
+    def __init__(self, file: BinaryIO, size: int) -> None:
+        self.file, self.size = file, size
+
+    def read(self, n: int) -> bytes:
+        if n > self.size - self.file.tell():
+            raise _Truncated
+        return self.file.read(n)
+
+    def scalar(self, fmt: str) -> Any:
+        return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
+
+    def string(self) -> str:
+        return self.read(self.scalar("<Q")).decode("utf-8", errors="replace")
+
+    def value(self, kind: int) -> Any:
+        """One metadata value; arrays are skipped (None)."""
+        if kind in _SCALARS:
+            return self.scalar(_SCALARS[kind])
+        if kind == _STRING:
+            return self.string()
+        if kind != _ARRAY:
+            raise _Damaged(f"unknown metadata type {kind}")
+        item, count = self.scalar("<I"), self.scalar("<Q")
+        if item in _SCALARS:
+            self.read(struct.calcsize(_SCALARS[item]) * count)
+        else:
+            for _ in range(count):
+                self.value(item)
+        return None
+
+
+def read_gguf_header(path: Path) -> GgufHeader:
+    """The header of a GGUF file. Raises ValueError in plain words for anything else (empty,
+    another format, an old GGUF version, a header cut short or damaged)."""
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"{path.name} is empty")
+    with path.open("rb") as file:
+        reader = _Reader(file, size)
+        if size < 4 or reader.read(4) != GGUF_MAGIC:
+            raise ValueError(f"{path.name} is not a GGUF file")
+        try:
+            version = reader.scalar("<I")
+            if version not in (2, 3):
+                raise _Damaged(f"it is GGUF version {version}; llama.cpp reads versions 2 and 3")
+            tensors, entries = reader.scalar("<Q"), reader.scalar("<Q")
+            metadata = {}
+            for _ in range(entries):
+                key = reader.string()
+                metadata[key] = reader.value(reader.scalar("<I"))
+            needed = _tensor_table_end(reader, tensors, int(metadata.get("general.alignment") or 32))
+        except _Truncated:
+            raise ValueError(f"{path.name} is truncated: it ends inside its GGUF header") from None
+        except (_Damaged, struct.error, OverflowError, RecursionError) as exc:
+            raise ValueError(f"{path.name} has a damaged GGUF header ({exc})") from None
+    return GgufHeader(version, metadata, tensors, needed)
+
+
+def _tensor_table_end(reader: _Reader, tensors: int, alignment: int) -> int:
+    """Where the last tensor's data ends, as the tensor table says (the file must be at least that long)."""
+    end = 0
+    for _ in range(tensors):
+        reader.string()
+        dims = reader.scalar("<I")
+        if dims > _MAX_DIMS:
+            raise _Damaged(f"a tensor with {dims} dimensions")
+        shape = [reader.scalar("<Q") for _ in range(dims)]
+        kind, offset = reader.scalar("<I"), reader.scalar("<Q")
+        block_bytes, block_items = _TYPE_SIZES.get(kind, (0, 1))
+        items = 1
+        for n in shape:
+            items *= n
+        end = max(end, offset + items // block_items * block_bytes)
+    start = reader.file.tell()
+    start += -start % max(alignment, 1)
+    return start + end
+
+
+def check_lora_adapter(path: str | Path) -> None:
+    """Raise BackendError unless ``path`` is a whole GGUF LoRA adapter (what llama.cpp can load safely)."""
+    path = Path(path)
+    try:
+        header = read_gguf_header(path)
+    except OSError as exc:
+        raise BackendError(f"cannot read the adapter {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise BackendError(f"{exc}; an adapter must be a GGUF LoRA adapter file") from None
+    kind = header.metadata.get("general.type")
+    if kind != "adapter":
+        what = f"a GGUF {kind}" if isinstance(kind, str) else "a GGUF file that does not say it is an adapter"
+        raise BackendError(f"{path.name} is {what}, not a LoRA adapter")
+    if header.metadata.get("adapter.type") != "lora":
+        raise BackendError(f"{path.name} is a {header.metadata.get('adapter.type')!r} adapter, not a LoRA")
+    if header.tensor_count == 0:
+        raise BackendError(f"{path.name} holds no tensors")
+    size = path.stat().st_size
+    if size < header.needed_bytes:
+        raise BackendError(
+            f"{path.name} is truncated: its tensors need {header.needed_bytes} bytes and the file has {size}"
+        )
 
 
 @dataclass(frozen=True)
@@ -53,6 +214,10 @@ class LlamaCppBackend(ModelBackend):
         path = Path(model_path)
         if not path.is_file():
             raise BackendError(f"model file {path} does not exist")
+        if n_ctx < MIN_N_CTX:
+            raise BackendError(f"a context of {n_ctx} tokens is too small: it must hold at least {MIN_N_CTX}")
+        if lora_path is not None:
+            check_lora_adapter(lora_path)
         from llama_cpp._utils import suppress_stdout_stderr
 
         try:

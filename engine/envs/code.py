@@ -13,18 +13,23 @@ an invalid action (the reply did not parse, or an empty program) uses up a turn 
 Rewards (see code_judge): 1.0 on success, 0.5 × the fraction of hidden tests passed when the visible
 examples pass but a hidden test fails, else 0.0.
 
-Determinism: observations contain no timings, the program runs with a fixed hash seed, and the
-verdict for a (problem, program) pair is cached per environment, so replaying an action prefix
-gives the same observations without running the programs again.
+Determinism: observations contain no timings, the program runs with a fixed hash seed, memory
+addresses in printed reprs (``<generator object … at 0x7f…>``, different in every process) are
+replaced by ``0x…``, and the verdict for a (problem, program) pair is cached per environment, so
+replaying an action prefix gives the same observations, in this process or a resumed one.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from engine import sandbox
 from engine.envs.base import Environment, ParsedAction, StepResult, Task, TaskNotFound
 from engine.envs.code_judge import Judge, Judgement, extract_program
 from engine.envs.code_problem import CodeProblem
@@ -41,6 +46,39 @@ ENV_NAME = "code"
 SUITE_PREFIX = "suite/"
 DEFAULT_LIMITS = Limits()
 _CACHE_SIZE = 256
+_REPR_ADDRESS = re.compile(r"\bat 0x[0-9a-fA-F]{4,16}>")
+
+
+def stable_feedback(text: str) -> str:
+    """Feedback without the memory addresses of printed reprs, which differ in every process."""
+    return _REPR_ADDRESS.sub("at 0x…>", text)
+
+
+def _check_sandbox_setting() -> None:
+    """A wrong sandbox setting fails when the environment is made (before any model loads), not at the
+    first submission. Only an explicit setting is checked: the default needs no probe yet."""
+    if os.environ.get(sandbox.ENV_VAR, "").strip().lower() in ("", "auto"):
+        return
+    try:
+        sandbox.sandbox_kind()
+    except (ValueError, sandbox.SandboxUnavailable) as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _read_tasks_file(path: Path) -> tuple[CodeProblem, ...]:
+    """The tasks file's problems; a line nested too deeply for the JSON parser is a ValueError too."""
+    try:
+        return load_tasks_file(path)
+    except RecursionError:
+        pass
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            json.loads(line)
+        except RecursionError:
+            raise ValueError(f"{path}:{number}: the JSON is nested too deeply to read") from None
+        except ValueError:
+            continue
+    raise ValueError(f"{path}: a problem is nested too deeply to read")
 
 
 @dataclass(frozen=True)
@@ -89,7 +127,8 @@ class CodeEnv(Environment):
     def __init__(
         self, tasks_file: Path | None = None, *, limits: Limits | None = None, workers: int | None = None
     ) -> None:
-        self._file_problems = load_tasks_file(Path(tasks_file)) if tasks_file is not None else ()
+        _check_sandbox_setting()
+        self._file_problems = _read_tasks_file(Path(tasks_file)) if tasks_file is not None else ()
         self.limits = limits or DEFAULT_LIMITS
         self._judge = Judge(self.limits, workers)
         self._episode: Episode | None = None
@@ -173,7 +212,7 @@ class CodeEnv(Environment):
             "executions": 0 if cached else judgement.executions,
             "cached": cached,
         }
-        return self._result(episode, judgement.feedback, judgement.reward, True, info)
+        return self._result(episode, stable_feedback(judgement.feedback), judgement.reward, True, info)
 
     def _judge_cached(self, problem: CodeProblem, program: str) -> tuple[Judgement, bool]:
         key = (problem.id, program)

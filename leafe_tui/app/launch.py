@@ -53,28 +53,48 @@ def open_tui(
 
 
 def explore_in_tui(request, *, err: Console) -> int:  # request: leafe_tui.explore_cmd.ExploreRequest
-    """``leafe explore … --tui``: check the request, then open the app with the work running."""
+    """``leafe explore … --tui``: check the request (and claim a run to resume), then open the app with
+    the work running."""
     from engine.envs import env_for_task
     from engine.explorer import ExploreConfig
-    from leafe_tui.explore_cmd import resolve_adapter, resumable_run
+    from leafe_tui.explore_cmd import (
+        check_adapter_file,
+        check_n_ctx,
+        claim_for_resume,
+        resolve_adapter,
+        resumable_run,
+    )
 
     try:
-        if request.adapter:
-            request.model, lora = resolve_adapter(request.adapter, request.db, request.model)
-            request.config["adapter"] = str(lora)
+        check_n_ctx(request.n_ctx)
         if request.resume is not None:
             store = Store(request.db, create=False)
             try:
-                resumable_run(store, request.resume)
+                run = resumable_run(store, request.resume, model=request.model, adapter=request.adapter)
+                if run["config"].get("adapter"):
+                    check_adapter_file(Path(run["config"]["adapter"]))
+                _check_model(run["model"])
+                store.check_writable()
+                claim_for_resume(store, request.resume, force=request.force)
             finally:
                 store.close()
-            job = ExploreJob("resume", run_id=request.resume, model=request.model)
+            job = ExploreJob("resume", run_id=request.resume, model=run["model"])
+            request.model = run["model"]
         else:
+            if request.adapter:
+                request.model, lora = resolve_adapter(request.adapter, request.db, request.model)
+                check_adapter_file(lora)
+                request.config["adapter"] = str(lora)
             for task in request.tasks:
                 env_for_task(task, tasks_file=request.tasks_file)
             ExploreConfig.from_dict(request.config).validate()
+            store = Store(request.db)
+            try:
+                store.check_writable()
+            finally:
+                store.close()
+            _check_model(request.model)
             job = ExploreJob("start", tasks=tuple(request.tasks), model=request.model, config=request.config)
-        _check_model(request.model)
     except (ValueError, TaskNotFound, StoreError, OSError) as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2
