@@ -150,16 +150,23 @@ def check_sandbox() -> Finding:
 
     try:
         kind = sandbox.sandbox_kind()
+        described = sandbox.describe(kind)
     except (ValueError, sandbox.SandboxUnavailable) as exc:
         return Finding("sandbox", FAIL, str(exc), f"unset {sandbox.ENV_VAR} or set it to auto")
-    if kind == "bwrap":
-        return Finding("sandbox", OK, "bubblewrap: no network, read-only system, private /tmp, limits")
-    problem = sandbox.strong_sandbox_problem() or f"{sandbox.ENV_VAR}=rlimits"
+    data = {"kind": kind, "protections": list(described.protections), "missing": list(described.missing)}
+    if kind == "bwrap" and not described.missing:
+        return Finding(
+            "sandbox", OK, "bubblewrap: no network, read-only system, private /tmp, limits", data=data
+        )
+    problem = sandbox.strong_sandbox_problem() if kind != "bwrap" else None
+    why = f" (bubblewrap: {problem})" if problem else ""
+    missing = "; ".join(described.missing) or "nothing known"
     return Finding(
         "sandbox",
         WARN,
-        f"resource limits only ({problem})",
-        "install bubblewrap (`apt-get install bubblewrap`) for file-system and network isolation",
+        f"{kind} fallback{why}; {len(described.protections)} protections, missing: {missing}",
+        "install bubblewrap (`apt-get install bubblewrap`) for the full sandbox",
+        data,
     )
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.panel import Panel
+from rich.text import Text
 
 from engine.envs import env_for_task
 from engine.envs.base import ParsedAction
@@ -25,9 +27,24 @@ def load_actions(path: Path) -> list[str]:
         raise ValueError(
             f"{path} is not JSON ({exc.msg} at line {exc.lineno}); expected a list of strings"
         ) from None
+    except RecursionError:
+        raise ValueError(f"{path} is nested too deeply to read; expected a list of strings") from None
     if not isinstance(data, list) or not all(isinstance(a, str) for a in data):
         raise ValueError(f"{path} must hold a JSON list of action strings")
     return data
+
+
+def shown(text: str) -> Text:
+    """Text that came from a program (its output is in observations), safe for the terminal: no Rich
+    markup, and control characters other than newline and tab (escape sequences, carriage returns,
+    bidirectional overrides) written as escapes instead of acting on the terminal."""
+    out = []
+    for ch in text:
+        if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp"):
+            out.append(ch)
+        else:
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+    return Text("".join(out))
 
 
 def _read_action(console: Console, multiline: bool) -> str | None:
@@ -62,7 +79,7 @@ class PlaySession:
                 console.print(
                     Panel(SYSTEM_PROMPT.format(action_help=self.env.action_help), title="system prompt")
                 )
-            console.print(Panel(observation_message(1, observation)["content"], title="user"))
+            console.print(Panel(shown(observation_message(1, observation)["content"]), title="user"))
         queue = list(actions) if actions is not None else None
         step = 0
         while True:
@@ -94,7 +111,7 @@ class PlaySession:
                 style = "green" if result.success else ("red" if not result.valid else "white")
                 console.print(
                     Panel(
-                        observation_message(step + 1, result.observation)["content"],
+                        shown(observation_message(step + 1, result.observation)["content"]),
                         title="user",
                         border_style=style,
                     )

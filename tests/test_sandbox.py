@@ -45,7 +45,7 @@ def strong(monkeypatch: pytest.MonkeyPatch) -> None:
 def _uid_drop_expected(mode: str) -> bool:
     if os.geteuid() != 0:
         return False
-    return mode == "bwrap" or sandbox._get_probe().fallback_uid is not None
+    return mode == "bwrap" or sandbox._get_fallback().uid is not None
 
 
 def _pids_of_uid(uid: int) -> set[int]:
@@ -331,3 +331,75 @@ def test_installed_bubblewrap_is_actually_used(monkeypatch: pytest.MonkeyPatch) 
     assert sandbox.strong_sandbox_problem() is None
     assert sandbox.sandbox_kind() == "bwrap"
     assert run_python("print(6 * 7)").stdout.strip() == "42"
+
+
+def test_describe_says_what_the_fallback_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    full = sandbox._get_fallback()
+    report = sandbox.describe("rlimits")
+    assert report.kind == "rlimits" and report.protections
+    if full.landlock_abi:
+        assert any("Landlock" in p for p in report.protections)
+        assert not any("file isolation" in m for m in report.missing)
+    bare = dataclasses.replace(full, namespaces=None, landlock_abi=None, seccomp=False)
+    monkeypatch.setattr(sandbox, "_fallback", bare)
+    missing = " ".join(sandbox.describe("rlimits").missing)
+    for lack in ("file isolation", "network", "process isolation (signals)", "process isolation (ptrace)"):
+        assert lack in missing
+    if STRONG_PROBLEM is None:
+        assert sandbox.describe("bwrap").missing == ()
+
+
+def test_fallback_drops_a_layer_that_fails_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.skip("util-linux unshare is not installed here")
+    monkeypatch.setattr(sandbox, "_NAMESPACES", ["--no-such-flag", *sandbox._NAMESPACES])
+    plan = sandbox._plan_fallback()
+    assert plan.namespaces is None
+    assert any("unshare" in note for note in plan.notes)
+    monkeypatch.setattr(sandbox, "_fallback", plan)
+    monkeypatch.setenv(sandbox.ENV_VAR, "rlimits")
+    assert run_python("print(6 * 7)", limits=FAST).stdout == "42\n"
+    assert any("unshare" in m for m in sandbox.describe("rlimits").missing)
+
+
+def test_landlock_hides_a_package_installed_below_a_readable_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """leafe installed into the system's site-packages: /usr stays readable, its package does not."""
+    import dataclasses
+    import shutil
+    import tempfile
+
+    plan = sandbox._get_fallback()
+    if not plan.landlock_abi:
+        pytest.skip("no Landlock on this machine: the fallback cannot hide files (describe() says so)")
+    top = Path(tempfile.mkdtemp(prefix="leafe-landlock-"))
+    try:
+        site = top / "lib" / "site-packages"
+        (site / "engine" / "envs").mkdir(parents=True)
+        (site / "engine" / "envs" / "secret.toml").write_text("hidden tests")
+        (site / "other").mkdir()
+        (site / "other" / "ok.py").write_text("fine")
+        (top / "lib" / "ok.txt").write_text("fine")
+        for path in [top, *top.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        monkeypatch.setattr(sandbox, "_SYSTEM_DIRS", (*sandbox._SYSTEM_DIRS, str(top)))
+        monkeypatch.setattr(sandbox, "_hidden_folders", lambda visible: (str(site / "engine"),))
+        read = sandbox._readable_paths(plan.python)
+        assert str(top) not in read and str(site / "other") in read and str(site / "engine") not in read
+        monkeypatch.setattr(sandbox, "_fallback", dataclasses.replace(plan, read_paths=read))
+        monkeypatch.setenv(sandbox.ENV_VAR, "rlimits")
+        targets = [top / "lib" / "ok.txt", site / "other" / "ok.py", site / "engine" / "envs" / "secret.toml"]
+        program = (
+            f"for path in {[str(t) for t in targets]!r}:\n"
+            "    try:\n"
+            "        print(open(path).read())\n"
+            "    except OSError as exc:\n"
+            "        print('refused', type(exc).__name__)\n"
+        )
+        result = run_python(program, limits=FAST)
+        assert result.stdout == "fine\nfine\nrefused PermissionError\n", result.stdout + result.stderr
+    finally:
+        shutil.rmtree(top)
