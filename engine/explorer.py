@@ -207,9 +207,16 @@ class Explorer:
             self.store.set_run_status(run_id, status, error=f"{type(exc).__name__}: {exc}")
             self._emit("run", run_id, status=status)
             raise
-        status = "stopped" if self.stop.is_set() else "finished"
+        status = (
+            "stopped" if self.stop.is_set() or (only is not None and self._work_left(run_id)) else "finished"
+        )
         self.store.set_run_status(run_id, status)
         self._emit("run", run_id, status=status)
+
+    def _work_left(self, run_id: int) -> bool:
+        """Whether a resume would still explore: a queued branch, or episodes left in the budget."""
+        queued = any(b.status == "queued" for b in self.store.branches(run_id))
+        return queued or self.store.episodes_used(run_id) < self.config.budget
 
     def _restart_branch(self, run_id: int) -> Branch:
         root = self.store.root_node(run_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 
 import pytest
 
@@ -251,3 +252,29 @@ def test_summary_edits_keep_the_generated_text_and_every_edit(store: Store) -> N
     edited = store.branch(branch.id)
     assert edited.summary == branch.summary and edited.effective_summary == "second edit"
     assert [e["text"] for e in store.summary_edits(branch.id)] == ["first edit", "second edit"]
+
+
+def test_rebranch_leaves_a_run_with_queued_work_resumable(store: Store) -> None:
+    """A person's re-branch runs only its own branch: the run's queued branches stay for a resume."""
+    stop = threading.Event()
+
+    def stop_when_queued(event) -> None:
+        if event.kind == "branch" and event.data.get("status") == "queued":
+            stop.set()
+
+    backend = ScriptedBackend(reply_fn=letter_policy("abc"))
+    explorer = Explorer(
+        store, backend, PathTestEnv(), ExploreConfig(budget=3), on_event=stop_when_queued, stop=stop
+    )
+    run_id = explorer.start("path/abc", "scripted")
+    queued = next(b for b in store.branches(run_id) if b.kind == "rollback")
+    assert queued.status == "queued" and store.get_run(run_id)["status"] == "stopped"
+
+    config = ExploreConfig.from_dict(store.get_run(run_id)["config"])
+    person = Explorer(store, ScriptedBackend(reply_fn=letter_policy("abc")), PathTestEnv(), config)
+    person.rebranch(run_id, queued.id, "write b at step 2")
+    assert store.branch(queued.id).status == "queued"
+    assert store.get_run(run_id)["status"] != "finished"  # was "finished": resume refused, work lost
+
+    Explorer(store, ScriptedBackend(reply_fn=letter_policy("abc")), PathTestEnv(), config).resume(run_id)
+    assert store.branch(queued.id).status == "done" and store.get_run(run_id)["status"] == "finished"
