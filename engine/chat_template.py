@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.errors import LeafeError
+
 Message = dict[str, Any]
 
 
-class TemplateError(ValueError):
+class TemplateError(LeafeError, ValueError):
     """The model has no usable chat template."""
 
 

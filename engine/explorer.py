@@ -25,7 +25,9 @@ from typing import Any
 from engine.actions import action_grammar, parse_action, parse_reflection, reflection_grammar
 from engine.backends.base import Completion, ModelBackend
 from engine.envs.base import Environment
-from engine.prompts import Turn, guidance_by_step, reflection_messages, trajectory_messages
+from engine.errors import LeafeError, SettingError
+from engine.prompts import PromptTexts, Turn, guidance_by_step, reflection_messages, trajectory_messages
+from engine.specs import EnvSpec, ModelSpec
 from engine.store import Branch, Node, Store
 
 
@@ -41,7 +43,7 @@ class ExploreConfig:
     max_tokens: int = 512
     reflect_max_tokens: int = 256
     seed: int = 0
-    grammar: bool = False  # constrain replies with GBNF grammars
+    grammar: bool = True  # constrain replies with GBNF grammars (eval's default too: engine.rollout)
     max_thought_chars: int = 400  # with the grammar: longest <think> part, so the action always fits
     task_seed: int = 0  # passed to env.reset
     adapter: str | None = None  # the GGUF LoRA the model ran with (recorded; the backend loads it)
@@ -53,22 +55,22 @@ class ExploreConfig:
 
     def validate(self) -> None:
         if self.budget < 1:
-            raise ValueError("--budget must be at least 1 episode")
+            raise SettingError("--budget must be at least 1 episode")
         if self.max_depth < 0:
-            raise ValueError("--max-depth must be 0 or more")
+            raise SettingError("--max-depth must be 0 or more")
         if self.reflect_every < 1:
-            raise ValueError("--reflect-every must be at least 1 step")
+            raise SettingError("--reflect-every must be at least 1 step")
         for name, value in (("max_tokens", self.max_tokens), ("reflect_max_tokens", self.reflect_max_tokens)):
             if value < 1:
-                raise ValueError(f"the reply length limit ({name}) must be at least 1 token, not {value}")
+                raise SettingError(f"the reply length limit ({name}) must be at least 1 token, not {value}")
         for name, value in (
             ("temperature", self.temperature),
             ("reflect_temperature", self.reflect_temperature),
         ):
             if value < 0:
-                raise ValueError(f"the sampling {name} must be 0 or more, not {value}")
+                raise SettingError(f"the sampling {name} must be 0 or more, not {value}")
         if self.max_thought_chars < 0:
-            raise ValueError(f"max_thought_chars must be 0 or more, not {self.max_thought_chars}")
+            raise SettingError(f"max_thought_chars must be 0 or more, not {self.max_thought_chars}")
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ class ExplorerEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-class ReplayMismatch(RuntimeError):
+class ReplayMismatch(LeafeError, RuntimeError):
     """Replaying stored actions gave a different observation: the environment is not deterministic."""
 
 
@@ -120,15 +122,35 @@ class Explorer:
         self.config.validate()
         self.on_event = on_event or (lambda event: None)
         self.stop = stop or threading.Event()
+        self.texts = PromptTexts.for_env(env.action_help)  # a resumed run's come from its record
         self._prefixes: OrderedDict[int, Any] = OrderedDict()  # branch id -> saved KV prefix
         self._max_saved_prefixes = max_saved_prefixes
 
     # --- public API --------------------------------------------------------------------------
-    def start(self, task_id: str, model: str) -> int:
-        """Create a run for ``task_id``, explore it, and return the run id."""
+    def start(
+        self,
+        task_id: str,
+        model: str,
+        *,
+        model_spec: ModelSpec | None = None,
+        env_spec: EnvSpec | None = None,
+    ) -> int:
+        """Create a run for ``task_id``, explore it, and return the run id.
+
+        The specs (how to reopen this model and environment) and the prompt texts are recorded with
+        the run, so a resume, a re-branch, a dataset or an evaluation needs no flag repeated.
+        """
         first_observation = self.env.reset(task_id, self.config.task_seed)
         run_id, root = self.store.create_run(
-            task_id, self.env.name, model, self.backend.name, asdict(self.config), first_observation
+            task_id,
+            self.env.name,
+            model,
+            self.backend.name,
+            asdict(self.config),
+            first_observation,
+            model_spec=model_spec.to_json() if model_spec else None,
+            env_spec=(env_spec or EnvSpec(self.env.name)).to_json(),
+            prompts=self.texts.to_json(),
         )
         self._emit("run", run_id, status="running", task_id=task_id)
         self._emit("branch", run_id, id=root.branch_id, status="running")
@@ -142,6 +164,7 @@ class Explorer:
         Raises RunBusy (a StoreError) when another live process is exploring the run.
         """
         run = self.store.claim_run(run_id)
+        self._use_recorded_prompts(run)
         self._emit("run", run_id, status="running", task_id=run["task_id"], resumed=True)
         self._loop(run_id, run["task_id"])
         return run_id
@@ -157,12 +180,13 @@ class Explorer:
         """
         source = self.store.branch(branch_id)
         if source.run_id != run_id:
-            raise ValueError(f"branch {branch_id} does not belong to run {run_id}")
+            raise SettingError(f"branch {branch_id} does not belong to run {run_id}")
         if source.kind != "rollback" or source.rollback_step is None:
-            raise ValueError(f"branch {branch_id} is not a rollback branch; only those can be re-branched")
+            raise SettingError(f"branch {branch_id} is not a rollback branch; only those can be re-branched")
         if not summary.strip():
-            raise ValueError("the experience summary is empty")
+            raise SettingError("the experience summary is empty")
         run = self.store.claim_run(run_id)
+        self._use_recorded_prompts(run)
         child = self.store.add_branch(
             run_id,
             "rollback",
@@ -183,6 +207,11 @@ class Explorer:
         self._emit("branch", run_id, id=child.id, status="running", rebranch_of=source.id)
         self._loop(run_id, run["task_id"], only=child.id)
         return self.store.branch(child.id)
+
+    def _use_recorded_prompts(self, run: dict[str, Any]) -> None:
+        """Continue a run with the prompt texts it started with (older runs have none recorded)."""
+        if run.get("prompts"):
+            self.texts = PromptTexts.from_json(run["prompts"])
 
     # --- the breadth-first loop -------------------------------------------------------------
     def _loop(self, run_id: int, task_id: str, only: int | None = None) -> None:
@@ -283,7 +312,9 @@ class Explorer:
 
     def _messages(self, path: list[Node], guidance: dict[int, list[str]]) -> list[dict[str, str]]:
         turns = [Turn(n.raw_response or "", n.observation) for n in path[1:]]
-        return trajectory_messages(self.env.action_help, path[0].observation, turns, guidance)
+        return trajectory_messages(
+            self.env.action_help, path[0].observation, turns, guidance, texts=self.texts
+        )
 
     def _act(self, run_id: int, branch: Branch, path: list[Node], guidance: dict[int, list[str]]) -> Node:
         step = path[-1].step + 1

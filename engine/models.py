@@ -26,6 +26,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine.errors import LeafeError
+
 __all__ = [
     "DEFAULT_MODEL",
     "MODELS",
@@ -52,7 +54,7 @@ CHUNK = 1 << 20
 TIMEOUT_S = 60
 
 
-class ModelError(Exception):
+class ModelError(LeafeError):
     """A model could not be found, downloaded or verified. The message is one clear sentence."""
 
 

@@ -8,8 +8,9 @@ the rollback step, never earlier, so a branch shares the whole history before τ
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 Message = dict[str, str]
 
@@ -24,6 +25,33 @@ Every reply has exactly two parts: a short thought, then one action:
 SUMMARY_HINT = "what went wrong and what to do instead"
 
 GUIDANCE_HEADER = "Experience from an earlier attempt at this task (use it to avoid the same mistake):"
+OBSERVATION_TEMPLATE = "Observation before step {step}:\n{observation}"
+
+
+@dataclass(frozen=True)
+class PromptTexts:
+    """The texts an acting prompt is made of, as rendered for one run (stored with it).
+
+    A dataset is rebuilt from these, not from today's code: a later edit to a prompt never
+    silently changes what is distilled from an old run.
+    """
+
+    system: str
+    observation: str = OBSERVATION_TEMPLATE
+    guidance_header: str = GUIDANCE_HEADER
+
+    @classmethod
+    def for_env(cls, action_help: str) -> PromptTexts:
+        return cls(system=SYSTEM_PROMPT.format(action_help=action_help))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PromptTexts:
+        data = json.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
 
 REFLECTION_PROMPT = """\
 Reflection. {situation}
@@ -46,11 +74,15 @@ class Turn:
     observation: str
 
 
-def observation_message(step: int, observation: str, guidance: Sequence[str] = ()) -> Message:
+def observation_message(
+    step: int, observation: str, guidance: Sequence[str] = (), texts: PromptTexts | None = None
+) -> Message:
     """The user message shown before ``step``; guidance (experience summaries) goes at its end."""
-    text = f"Observation before step {step}:\n{observation}"
+    template = texts.observation if texts else OBSERVATION_TEMPLATE
+    header = texts.guidance_header if texts else GUIDANCE_HEADER
+    text = template.format(step=step, observation=observation)
     if guidance:
-        text += "\n\n" + GUIDANCE_HEADER + "\n" + "\n".join(f"- {g}" for g in guidance)
+        text += "\n\n" + header + "\n" + "\n".join(f"- {g}" for g in guidance)
     return {"role": "user", "content": text}
 
 
@@ -59,19 +91,23 @@ def trajectory_messages(
     first_observation: str,
     turns: Sequence[Turn],
     guidance: Mapping[int, Sequence[str]] | None = None,
+    *,
+    texts: PromptTexts | None = None,
 ) -> list[Message]:
     """The chat that asks for step ``len(turns) + 1``.
 
-    ``guidance`` maps a step number to the summaries shown just before that step.
+    ``guidance`` maps a step number to the summaries shown just before that step; ``texts`` are a
+    run's recorded prompt texts (default: today's, for ``action_help``).
     """
     guidance = guidance or {}
+    texts = texts or PromptTexts.for_env(action_help)
     messages: list[Message] = [
-        {"role": "system", "content": SYSTEM_PROMPT.format(action_help=action_help)},
-        observation_message(1, first_observation, guidance.get(1, ())),
+        {"role": "system", "content": texts.system},
+        observation_message(1, first_observation, guidance.get(1, ()), texts),
     ]
     for index, turn in enumerate(turns, start=1):
         messages.append({"role": "assistant", "content": turn.reply})
-        messages.append(observation_message(index + 1, turn.observation, guidance.get(index + 1, ())))
+        messages.append(observation_message(index + 1, turn.observation, guidance.get(index + 1, ()), texts))
     return messages
 
 

@@ -13,16 +13,19 @@ from dataclasses import dataclass
 from engine.actions import action_grammar, parse_action
 from engine.backends.base import ModelBackend
 from engine.envs.base import Environment
-from engine.explorer import call_seed
+from engine.errors import SettingError
+from engine.explorer import ExploreConfig, call_seed
 from engine.prompts import Turn, trajectory_messages
+
+_EXPLORE = ExploreConfig()  # one set of defaults: a rollout acts as an exploration's root episode
 
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    temperature: float = 0.7
-    max_tokens: int = 512
-    grammar: bool = True
-    max_thought_chars: int = 400
+    temperature: float = _EXPLORE.temperature
+    max_tokens: int = _EXPLORE.max_tokens
+    grammar: bool = _EXPLORE.grammar
+    max_thought_chars: int = _EXPLORE.max_thought_chars
     seed: int = 0
     task_seed: int = 0
     max_steps: int | None = None  # end an episode as a failure after this many steps (None: the env's limit)
@@ -39,7 +42,7 @@ class Rollout:
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k of Chen et al. 2021 from n samples with c successes: 1 - C(n-c, k) / C(n, k)."""
     if not 0 <= c <= n or not 1 <= k <= n:
-        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n (n={n}, c={c}, k={k})")
+        raise SettingError(f"pass@k needs 0 <= c <= n and 1 <= k <= n (n={n}, c={c}, k={k})")
     if n - c < k:
         return 1.0
     failure = 1.0

@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine import sandbox_launch
+from engine.errors import LeafeError, SettingError
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ class RunResult:
         return self.returncode == 0 and self.killed_reason is None
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(LeafeError, RuntimeError):
     """``LEAFE_SANDBOX=bwrap`` was asked for but the strong sandbox cannot run here."""
 
 
@@ -201,7 +202,7 @@ def sandbox_kind() -> str:
     """``"bwrap"`` or ``"rlimits"``: the mode the next run will use (probing the machine once)."""
     wanted = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
     if wanted not in ("auto", "bwrap", "rlimits"):
-        raise ValueError(f"{ENV_VAR} must be auto, bwrap or rlimits, not {wanted!r}")
+        raise SettingError(f"{ENV_VAR} must be auto, bwrap or rlimits, not {wanted!r}")
     probe = _get_probe()
     if wanted == "rlimits":
         _warn_once(f"strong sandbox disabled by {ENV_VAR}=rlimits")
@@ -320,7 +321,7 @@ def _run(
     files = {filename: source, **extra}
     for name in files:
         if not name or "/" in name or name.startswith(".") or "\0" in name:
-            raise ValueError(f"sandbox file names must be plain names, not {name!r}")
+            raise SettingError(f"sandbox file names must be plain names, not {name!r}")
     root, lock = _make_scratch()
     try:
         work = root / "work"

@@ -37,7 +37,7 @@ from engine.training_records import TrainingRecords, create_training_tables
 # 2: branches.origin and .rebranch_of (re-branches by a person), summary_edits
 # 3: the Stage-2 tables (datasets, dataset_examples, train_jobs, train_metrics, adapters)
 # 4: runs.host and runs.pid_started (who owns a running run, beyond a pid that can be reused)
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 LOCK_WAIT_SECONDS = 30.0  # how long to wait for another process's write (schema creation, a claim)
 REVIEW_STATES = ("pending", "approved", "rejected")
 
@@ -125,6 +125,9 @@ _TABLES: dict[str, tuple[dict[str, type], dict[str, Any]]] = {
             "pid": int,
             "host": str,
             "pid_started": str,
+            "model_spec": str,  # engine.specs.ModelSpec as JSON: how to reopen the model
+            "env_spec": str,  # engine.specs.EnvSpec as JSON: how to reopen the environment
+            "prompts": str,  # engine.prompts.PromptTexts as JSON: the prompt texts the model saw
             "created_at": str,
             "updated_at": str,
         },
@@ -248,8 +251,15 @@ def _migrate_to_4(db: sqlite_utils.Database) -> None:
             db["runs"].add_column(column, str)
 
 
+def _migrate_to_5(db: sqlite_utils.Database) -> None:
+    """Runs record how to reopen their model and environment, and the prompt texts the model saw."""
+    for column in ("model_spec", "env_spec", "prompts"):
+        if column not in db["runs"].columns_dict:
+            db["runs"].add_column(column, str)
+
+
 # Migration to version N, applied in order to files written by older versions.
-_MIGRATIONS = {2: _migrate_to_2, 3: create_training_tables, 4: _migrate_to_4}
+_MIGRATIONS = {2: _migrate_to_2, 3: create_training_tables, 4: _migrate_to_4, 5: _migrate_to_5}
 # Tables every leafe file has had since version 1: with ``meta`` they tell a leafe file from another.
 _LEAFE_MARKERS = {"meta", "runs", "nodes", "branches"}
 
@@ -468,9 +478,23 @@ class Store(TrainingRecords):
 
     # --- runs ------------------------------------------------------------------------------
     def create_run(
-        self, task_id: str, env: str, model: str, backend: str, config: dict[str, Any], first_observation: str
+        self,
+        task_id: str,
+        env: str,
+        model: str,
+        backend: str,
+        config: dict[str, Any],
+        first_observation: str,
+        *,
+        model_spec: str | None = None,
+        env_spec: str | None = None,
+        prompts: str | None = None,
     ) -> tuple[int, Node]:
-        """A new run with its root episode and root node (step 0, the first observation), atomically."""
+        """A new run with its root episode and root node (step 0, the first observation), atomically.
+
+        ``model_spec``, ``env_spec`` and ``prompts`` are the JSON of the run's ModelSpec, EnvSpec and
+        PromptTexts: what resume, re-branch, datasets and evaluations rebuild the run's setting from.
+        """
         stamp = now()
         with self.db.atomic():
             runs = self.db["runs"]
@@ -483,6 +507,9 @@ class Store(TrainingRecords):
                     "config": json.dumps(config, sort_keys=True),
                     "status": "running",
                     "error": None,
+                    "model_spec": model_spec,
+                    "env_spec": env_spec,
+                    "prompts": prompts,
                     **this_process(),
                     "created_at": stamp,
                     "updated_at": stamp,

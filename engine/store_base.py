@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from engine.errors import LeafeError
+
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-class StoreError(RuntimeError):
+class StoreError(LeafeError, RuntimeError):
     """A database problem a user can act on (wrong path, unknown run); one-line message."""

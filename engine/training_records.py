@@ -23,6 +23,7 @@ from typing import Any
 
 import sqlite_utils
 
+from engine.errors import SettingError
 from engine.store_base import StoreError, now
 
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -255,7 +256,7 @@ class TrainingRecords:
 
     def update_job(self, job_id: int, **values: Any) -> None:
         if "status" in values and values["status"] not in JOB_STATES:
-            raise ValueError(f"job status must be one of {JOB_STATES}")
+            raise SettingError(f"job status must be one of {JOB_STATES}")
         values["updated_at"] = now()
         if values.get("status") in ("done", "failed", "cancelled"):
             values.setdefault("ended_at", values["updated_at"])

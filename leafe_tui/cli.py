@@ -41,6 +41,14 @@ TasksFileOption = Annotated[
     Path | None, typer.Option("--tasks-file", help="JSONL file of your own code tasks (ids code/file/<id>)")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+BackendOption = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="Model backend by registry name (llama.cpp; scripted: a test double reading replies from "
+        "the JSON list file given as --model).",
+    ),
+]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -194,6 +202,7 @@ def play(
 def explore(
     tasks: Annotated[list[str] | None, typer.Argument(help="Task ids to explore, one run each.")] = None,
     model: Annotated[str, typer.Option("--model", help="Known model name or path to a .gguf file.")] = "",
+    backend: BackendOption = "llama.cpp",
     db: DbOption = None,
     budget: Annotated[int, typer.Option(help="Attempt budget: episodes per task.")] = 8,
     max_depth: Annotated[int, typer.Option("--max-depth", help="Deepest branch level.")] = 3,
@@ -243,6 +252,7 @@ def explore(
         as_json=as_json,
         adapter=adapter,
         force=force,
+        backend=backend,
         config=dict(
             budget=budget,
             max_depth=max_depth,

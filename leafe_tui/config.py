@@ -17,8 +17,10 @@ from typing import Any
 
 import platformdirs
 
+from engine.errors import LeafeError
 
-class ConfigError(ValueError):
+
+class ConfigError(LeafeError, ValueError):
     """A config file that cannot be used; the message names the file and the problem."""
 
 

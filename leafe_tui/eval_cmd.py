@@ -8,10 +8,19 @@ from typing import Annotated
 import typer
 
 from engine.backends.base import BackendError
-from engine.envs import env_for_task
-from engine.envs.base import TaskNotFound
+from engine.errors import LeafeError, SettingError
 from leafe_tui import paths
-from leafe_tui.cli import DbOption, JsonOption, TasksFileOption, app, console, err, fail, print_json
+from leafe_tui.cli import (
+    BackendOption,
+    DbOption,
+    JsonOption,
+    TasksFileOption,
+    app,
+    console,
+    err,
+    fail,
+    print_json,
+)
 
 
 def parse_ks(text: str, samples: int | None = None) -> list[int]:
@@ -19,30 +28,31 @@ def parse_ks(text: str, samples: int | None = None) -> list[int]:
     try:
         ks = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
-        raise ValueError(f"--k takes comma-separated whole numbers like 1,4, not {text!r}") from None
+        raise SettingError(f"--k takes comma-separated whole numbers like 1,4, not {text!r}") from None
     if not ks or ks[0] < 1:
-        raise ValueError("--k values must be 1 or more")
+        raise SettingError("--k values must be 1 or more")
     if samples is not None and ks[-1] > samples:
-        raise ValueError(f"--k {ks[-1]} is more than -n {samples} rollouts: pass@k needs k ≤ n")
+        raise SettingError(f"--k {ks[-1]} is more than -n {samples} rollouts: pass@k needs k ≤ n")
     return ks
 
 
 def check_settings(samples: int, temperature: float, max_tokens: int, max_steps: int | None) -> None:
     """The flag values that would make a rollout meaningless, refused before the model loads."""
     if samples < 1:
-        raise ValueError("-n must be at least 1")
+        raise SettingError("-n must be at least 1")
     if temperature < 0:
-        raise ValueError(f"--temperature must be 0 or more, not {temperature}")
+        raise SettingError(f"--temperature must be 0 or more, not {temperature}")
     if max_tokens < 1:
-        raise ValueError(f"--max-tokens must be at least 1, not {max_tokens}")
+        raise SettingError(f"--max-tokens must be at least 1, not {max_tokens}")
     if max_steps is not None and max_steps < 1:
-        raise ValueError(f"--max-steps must be at least 1, not {max_steps}")
+        raise SettingError(f"--max-steps must be at least 1, not {max_steps}")
 
 
 @app.command("eval")
 def evaluate(
     tasks: Annotated[list[str], typer.Argument(help="Task ids to evaluate.")],
     model: Annotated[str, typer.Option("--model", help="Known model name or path to a .gguf file.")] = "",
+    backend: BackendOption = "llama.cpp",
     adapter: Annotated[
         str | None, typer.Option("--adapter", help="A trained adapter: id (`leafe adapters`) or .gguf.")
     ] = None,
@@ -52,7 +62,20 @@ def evaluate(
         typer.Option("--k", help="Comma-separated k of pass@k, each at most -n [default: 1,4 up to -n]."),
     ] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Reply length limit per step.")] = 512,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-tokens",
+            help="Reply length limit per step [default: as the adapter was trained, else 512].",
+        ),
+    ] = None,
+    grammar: Annotated[
+        bool | None,
+        typer.Option(
+            "--grammar/--no-grammar",
+            help="Constrain replies with the action grammar [default: as the adapter was trained, else on].",
+        ),
+    ] = None,
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Steps per episode [default: the environment's limit].")
     ] = None,
@@ -67,22 +90,34 @@ def evaluate(
     Run it with and without --adapter to see what training changed. Example:
     leafe eval code/suite/digit-collapse -n 8 --k 1,4,8 --adapter 1
     """
+    from engine.registry import open_backend, open_env
     from engine.rollout import RolloutConfig, evaluate_task
-    from engine.store import StoreError
-    from leafe_tui.explore_cmd import ExploreRequest, check_n_ctx, load_backend
+    from engine.runtime import env_spec_for, model_spec_for, trained_setting
 
+    database = db or paths.default_db()
     try:
-        check_settings(samples, temperature, max_tokens, max_steps)
-        ks = parse_ks(k, samples) if k is not None else sorted({1, min(4, samples)})
-        check_n_ctx(n_ctx)
-        envs = {task: env_for_task(task, tasks_file=tasks_file) for task in tasks}
-        request = ExploreRequest(
-            tasks=tasks, model=model, db=db or paths.default_db(), n_ctx=n_ctx, adapter=adapter
+        spec = model_spec_for(model, adapter=adapter, db=database, n_ctx=n_ctx, backend=backend)
+        # an adapter is evaluated in the setting it was trained for, unless a flag says otherwise
+        trained = trained_setting(database, spec.adapter_id) if spec.adapter_id is not None else {}
+        defaults = RolloutConfig()
+        config = RolloutConfig(
+            temperature=temperature,
+            max_tokens=max_tokens
+            if max_tokens is not None
+            else trained.get("max_tokens", defaults.max_tokens),
+            grammar=grammar if grammar is not None else trained.get("grammar", defaults.grammar),
+            max_thought_chars=trained.get("max_thought_chars", defaults.max_thought_chars),
+            seed=seed,
+            max_steps=max_steps,
         )
-        model_name, backend = load_backend(request, err)
-    except (ValueError, TaskNotFound, BackendError, StoreError, OSError) as exc:
-        raise fail(str(exc)) from None
-    config = RolloutConfig(temperature=temperature, max_tokens=max_tokens, seed=seed, max_steps=max_steps)
+        check_settings(samples, temperature, config.max_tokens, max_steps)
+        ks = parse_ks(k, samples) if k is not None else sorted({1, min(4, samples)})
+        envs = {task: open_env(env_spec_for(task, tasks_file)) for task in tasks}
+        with err.status(f"loading {spec.model}{' with its adapter' if spec.adapter else ''}…"):
+            backend = open_backend(spec)
+    except (LeafeError, OSError) as exc:
+        raise fail(exc.one_line() if isinstance(exc, LeafeError) else str(exc)) from None
+    model_name = spec.model
     rows = []
     try:
         for task in tasks:
@@ -99,7 +134,7 @@ def evaluate(
         raise fail(str(exc), 1) from None
     finally:
         backend.close()
-    adapter_label = request.config.get("adapter")
+    adapter_label = spec.adapter
     if as_json:
         print_json({"model": model_name, "adapter": adapter_label, "tasks": rows})
         return

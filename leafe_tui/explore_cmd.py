@@ -12,11 +12,21 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from engine.backends.base import BackendError
-from engine.envs import env_for_task
-from engine.envs.base import TaskNotFound
-from engine.explorer import ExploreConfig, Explorer, ExplorerEvent, ReplayMismatch
-from engine.store import RunBusy, Store, StoreError
+from engine.errors import LeafeError
+from engine.explorer import ExploreConfig, Explorer, ExplorerEvent
+from engine.runtime import (
+    SettingError,
+    check_adapter_file,
+    check_n_ctx,
+    env_spec_for,
+    model_spec_for,
+    resolve_adapter,
+    run_env_spec,
+    run_model_spec,
+    same_model,
+)
+from engine.specs import EnvSpec, ModelSpec
+from engine.store import RunBusy, Store
 from leafe_tui.render import node_label, totals_line, tree_renderable
 
 
@@ -33,9 +43,12 @@ class ExploreRequest:
     config: dict[str, Any] = field(default_factory=dict)
     adapter: str | None = None  # an adapter id from `leafe adapters` or a GGUF LoRA file
     force: bool = False  # resume a run even if its recorded explorer looks alive
+    backend: str = "llama.cpp"
+    model_spec: ModelSpec | None = None  # filled in by _prepare: new from the flags, or the run's own
+    env_specs: dict[str, EnvSpec] = field(default_factory=dict)
 
 
-USER_ERRORS = (ValueError, TaskNotFound, StoreError, BackendError, OSError)
+USER_ERRORS = (LeafeError, OSError)
 Job = tuple[str, dict[str, Any] | None]  # a task and, when resuming, the run that continues it
 
 
@@ -70,23 +83,25 @@ class LiveView:
 def resumable_run(
     store: Store, run_id: int, *, model: str = "", adapter: str | None = None
 ) -> dict[str, Any]:
-    """The run to resume, or ValueError saying why it cannot be resumed.
+    """The run to resume, or SettingError saying why it cannot be resumed.
 
     A resumed run keeps the model (and adapter) it was explored with: its nodes would otherwise mix
-    two policies while the run records one.
+    two policies while the run records one. Everything else comes from its record too.
     """
     run = store.get_run(run_id)
     if run["status"] == "finished":
-        raise ValueError(f"run {run_id} already finished; nothing to resume")
-    if model and not same_model(model, run["model"]):
-        raise ValueError(
-            f"run {run_id} was explored with {run['model']}, not {model}: a resumed run keeps its model "
-            "(leave out --model, or start a new run)"
+        raise SettingError(f"run {run_id} already finished; nothing to resume")
+    spec = run_model_spec(run)
+    if model and not same_model(model, spec.model):
+        raise SettingError(
+            f"run {run_id} was explored with {spec.model}, not {model}: a resumed run keeps its model",
+            hint="leave out --model, or start a new run",
         )
-    recorded = run["config"].get("adapter")
-    if adapter and not _same_adapter(adapter, recorded, store.path):
-        was = f"with the adapter {recorded}" if recorded else "without an adapter"
-        raise ValueError(f"run {run_id} was explored {was}: a resumed run keeps it (leave out --adapter)")
+    if adapter and not _same_adapter(adapter, spec.adapter, store.path):
+        was = f"with the adapter {spec.adapter}" if spec.adapter else "without an adapter"
+        raise SettingError(
+            f"run {run_id} was explored {was}: a resumed run keeps it", hint="leave out --adapter"
+        )
     return run
 
 
@@ -95,7 +110,7 @@ def claim_for_resume(store: Store, run_id: int, *, force: bool) -> dict[str, Any
     try:
         return store.claim_run(run_id, force=force)
     except RunBusy as exc:
-        raise ValueError(f"{exc}; if that process is gone, add --force") from None
+        raise SettingError(str(exc), hint="if that process is gone, add --force") from None
 
 
 def release_claim(store: Store, run: dict[str, Any]) -> None:
@@ -104,125 +119,64 @@ def release_claim(store: Store, run: dict[str, Any]) -> None:
     store.set_run_status(run["id"], status, error=run["error"])
 
 
-def same_model(a: str, b: str) -> bool:
-    """Whether two model names or paths name the same GGUF file (without downloading anything)."""
-    from engine.models import ModelError, resolve_model
-
-    if a == b:
-        return True
-    try:
-        return resolve_model(a, pull_missing=False) == resolve_model(b, pull_missing=False)
-    except ModelError:
-        return False
-
-
-def _same_adapter(spec: str, recorded: str | None, db: Path) -> bool:
+def _same_adapter(ref: str, recorded: str | None, db: Path) -> bool:
     if recorded is None:
         return False
-    if spec == recorded:
+    if ref == recorded:
         return True
-    _, path = resolve_adapter(spec, db, "")
+    _, path, _ = resolve_adapter(ref, db, "")
     return path == Path(recorded).expanduser().resolve()
 
 
-def resolve_adapter(spec: str, db: Path, model: str) -> tuple[str, Path]:
-    """An adapter id (from the store) or a GGUF LoRA path, checked against the model it will run on.
-
-    Returns the model to use (the adapter's base when ``model`` is empty) and the GGUF LoRA path
-    (``check_adapter_file`` checks its contents).
-    """
-    if not spec.isdigit():
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise ValueError(f"no adapter file {path}: --adapter takes an id (`leafe adapters`) or a .gguf")
-        row = None
-    else:
-        try:
-            store = Store(db, create=False)
-            try:
-                row = store.adapter(int(spec))
-            finally:
-                store.close()
-        except StoreError as exc:
-            raise ValueError(str(exc)) from None
-        path = Path(row["gguf_path"] or "")
-        if not path.is_file():
-            raise ValueError(f"adapter {spec}: its GGUF file {path} is missing (was the job folder deleted?)")
-        if model and row["base_gguf"] and not _same_model(model, row["base"], Path(row["base_gguf"])):
-            base = row["base"]
-            raise ValueError(f"adapter {spec} was trained on {base}, not {model}: use --model {base}")
-    return (model or row["base"]) if row else model, path.resolve()
-
-
-def check_adapter_file(path: Path) -> None:
-    """ValueError unless ``path`` is a whole GGUF LoRA adapter: llama.cpp crashes on anything else."""
-    from engine.backends.llama import check_lora_adapter
-
-    try:
-        check_lora_adapter(path)
-    except BackendError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def check_n_ctx(n_ctx: int) -> None:
-    from engine.backends.llama import MIN_N_CTX
-
-    if n_ctx < MIN_N_CTX:
-        raise ValueError(f"--n-ctx must be at least {MIN_N_CTX} tokens, not {n_ctx}")
-
-
-def _same_model(model: str, base: str, base_gguf: Path) -> bool:
-    """Whether ``model`` (a name or a GGUF path) is the model an adapter was trained on."""
-    from engine.models import MODELS
-
-    if model == base:
-        return True
-    if model in MODELS:
-        return MODELS[model].filename == base_gguf.name
-    return Path(model).expanduser().resolve() == base_gguf.resolve()
-
-
 def load_backend(request: ExploreRequest, err: Console):
-    """Resolve (pulling if needed) and load the request's model; returns (model name, backend)."""
-    from engine.backends.llama import LlamaCppBackend
-    from engine.models import DEFAULT_MODEL, ModelError, resolve_model
+    """Open the request's model (its ``model_spec``, pulling the weights if needed); returns
+    (model name, backend). Everything about the spec was checked before, in ``_prepare``."""
+    from engine.registry import open_backend
 
-    check_n_ctx(request.n_ctx)
-    lora = None
-    if request.adapter:
-        request.model, lora = resolve_adapter(request.adapter, request.db, request.model)
-        check_adapter_file(lora)
-        request.config["adapter"] = str(lora)
-    name = request.model or DEFAULT_MODEL
-    try:
-        path = resolve_model(name)
-    except ModelError as exc:
-        raise ValueError(str(exc)) from None
-    what = f"{path.name} with adapter {lora.name}" if lora else path.name
-    with err.status(f"loading {what} into llama.cpp…"):
-        backend = LlamaCppBackend(path, n_ctx=request.n_ctx, reuse_prefix=request.cache, lora_path=lora)
-    return name, backend
+    spec = request.model_spec or model_spec_for(
+        request.model, adapter=request.adapter, db=request.db, n_ctx=request.n_ctx, cache=request.cache
+    )
+    request.model_spec = spec
+    if spec.adapter:
+        request.config["adapter"] = spec.adapter
+    what = spec.model + (f" with adapter {Path(spec.adapter).name}" if spec.adapter else "")
+    with err.status(f"loading {what} ({spec.backend})…"):
+        backend = open_backend(spec)
+    return spec.model, backend
 
 
 def _prepare(request: ExploreRequest) -> tuple[Store, list[Job], dict[str, Any]]:
     """Everything that can fail before the model loads: the database (writable), the runs, the tasks,
-    the settings. Returns the store, the (task, run to resume) jobs and the environments."""
+    the settings, the model and adapter references. Returns the store, the (task, run to resume)
+    jobs and the environments."""
+    from engine.registry import open_env
+
     check_n_ctx(request.n_ctx)
     if request.resume is None:  # a new run's settings and tasks are checked before any file is made
         ExploreConfig.from_dict(request.config).validate()
-        envs = {task: env_for_task(task, tasks_file=request.tasks_file) for task in request.tasks}
+        request.env_specs = {task: env_spec_for(task, request.tasks_file) for task in request.tasks}
+        request.model_spec = model_spec_for(
+            request.model,
+            adapter=request.adapter,
+            db=request.db,
+            n_ctx=request.n_ctx,
+            cache=request.cache,
+            backend=request.backend,
+        )
     store = Store(request.db, create=request.resume is None)  # resuming never creates a file
     try:
         jobs: list[Job]
         if request.resume is not None:
             run = resumable_run(store, request.resume, model=request.model, adapter=request.adapter)
             jobs = [(run["task_id"], run)]
-            request.model = run["model"]
-            request.adapter = run["config"].get("adapter")
+            request.model_spec = run_model_spec(run)
+            if request.model_spec.adapter:
+                check_adapter_file(Path(request.model_spec.adapter))
             ExploreConfig.from_dict(run["config"]).validate()
-            envs = {run["task_id"]: env_for_task(run["task_id"], tasks_file=request.tasks_file)}
+            request.env_specs = {run["task_id"]: run_env_spec(run, request.tasks_file)}
         else:
             jobs = [(task, None) for task in request.tasks]
+        envs = {task: open_env(spec) for task, spec in request.env_specs.items()}
         store.check_writable()
     except BaseException:
         store.close()
@@ -235,7 +189,7 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
     try:
         store, jobs, envs = _prepare(request)
     except USER_ERRORS as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {_one_line(exc)}", highlight=False)
         return 2
     claimed: dict[str, Any] | None = None
     try:
@@ -248,7 +202,7 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
         store.close()
         if not isinstance(exc, USER_ERRORS):
             raise
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {_one_line(exc)}", highlight=False)
         return 2
     stored = jobs[0][1]["config"] if jobs[0][1] else None
     config = ExploreConfig.from_dict(stored or request.config)
@@ -267,15 +221,22 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
                 if existing is not None:
                     run_ids.append(explorer.resume(existing["id"]))
                 else:
-                    run_ids.append(explorer.start(task, model_name))
+                    run_ids.append(
+                        explorer.start(
+                            task,
+                            model_name,
+                            model_spec=request.model_spec,
+                            env_spec=request.env_specs.get(task),
+                        )
+                    )
     except KeyboardInterrupt:
         err.print(
             "[yellow]interrupted[/]: resume with "
             f"`leafe explore --resume {_last_run(store)} --db {store.path}`"
         )
         return 130
-    except (BackendError, ReplayMismatch, StoreError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    except LeafeError as exc:
+        err.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False)
         return 1
     finally:
         backend.close()
@@ -290,6 +251,10 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
         console.print(totals_line(data["totals"], data["run"]["config"].get("budget")))
     console.print(f"database: {store.path}  (leafe tree {run_ids[-1]} --db {store.path})", highlight=False)
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return exc.one_line() if isinstance(exc, LeafeError) else str(exc)
 
 
 def _last_run(store: Store) -> int | str:

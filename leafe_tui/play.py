@@ -14,6 +14,7 @@ from rich.text import Text
 
 from engine.envs import env_for_task
 from engine.envs.base import ParsedAction
+from engine.errors import SettingError
 from engine.prompts import SYSTEM_PROMPT, observation_message
 
 
@@ -22,15 +23,15 @@ def load_actions(path: Path) -> list[str]:
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise ValueError(f"no actions file at {path}") from None
+        raise SettingError(f"no actions file at {path}") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(
+        raise SettingError(
             f"{path} is not JSON ({exc.msg} at line {exc.lineno}); expected a list of strings"
         ) from None
     except RecursionError:
-        raise ValueError(f"{path} is nested too deeply to read; expected a list of strings") from None
+        raise SettingError(f"{path} is nested too deeply to read; expected a list of strings") from None
     if not isinstance(data, list) or not all(isinstance(a, str) for a in data):
-        raise ValueError(f"{path} must hold a JSON list of action strings")
+        raise SettingError(f"{path} must hold a JSON list of action strings")
     return data
 
 

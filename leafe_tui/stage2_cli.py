@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from engine.errors import SettingError
 from engine.store import Store, StoreError
 from leafe_tui.cli import DbOption, JsonOption, app, console, err, fail, open_store, print_json
 
@@ -177,7 +178,7 @@ def dataset_show(
         chosen = list(enumerate(records, start=1))
         if example is not None:
             if not 1 <= example <= len(records):
-                raise ValueError(f"--example must be between 1 and {len(records)}")
+                raise SettingError(f"--example must be between 1 and {len(records)}")
             chosen = [chosen[example - 1]]
         else:
             chosen = chosen[:limit]
@@ -258,7 +259,7 @@ def train(
             job_id = prepare_resume(store, resume)["id"]
         else:
             if dataset is None:
-                raise ValueError("give --dataset ID|FILE (see `leafe dataset list`) or --resume JOB")
+                raise SettingError("give --dataset ID|FILE (see `leafe dataset list`) or --resume JOB")
             config = TrainConfig(
                 rank=rank,
                 alpha=alpha,

@@ -6,52 +6,11 @@ They exist for tests only; every user-facing path runs real environments and the
 from __future__ import annotations
 
 from engine.backends.scripted import ScriptedBackend
-from engine.envs.base import Environment, ParsedAction, StepResult, Task, TaskNotFound
+from engine.envs.path_test import PathTestEnv
 from engine.explorer import ExploreConfig, Explorer
 from engine.store import Branch, Store
 
 GUIDANCE_MARK = "Experience from an earlier attempt"
-
-
-class PathTestEnv(Environment):
-    """Test double: guess a secret word letter by letter (task ``path/<word>``).
-
-    A correct letter advances; a wrong letter ends the episode as a failure; an unparsable reply
-    is an invalid action that changes nothing.
-    """
-
-    name = "path"
-    max_steps = 6
-    action_help = "The action is one lowercase letter."
-
-    def __init__(self) -> None:
-        self.word = ""
-        self.position = 0
-        self.steps = 0
-
-    def tasks(self) -> list[Task]:
-        return [Task("path/abc", "path", "abc"), Task("path/abcdefg", "path", "abcdefg")]
-
-    def reset(self, task_id: str, seed: int = 0) -> str:
-        if not task_id.startswith("path/"):
-            raise TaskNotFound(f"unknown task {task_id!r}")
-        self.word, self.position, self.steps = task_id.split("/", 1)[1], 0, 0
-        return f"Spell a word of {len(self.word)} letters. Letters so far: ''"
-
-    def step(self, action: ParsedAction) -> StepResult:
-        self.steps += 1
-        out_of_steps = self.steps >= self.max_steps
-        if action.action is None:
-            feedback = f"Invalid action: {action.error}"
-            return StepResult(feedback, 0.0, out_of_steps, False, False, feedback)
-        if action.action.strip() == self.word[self.position]:
-            self.position += 1
-            solved = self.position == len(self.word)
-            feedback = "Correct." + (" Solved!" if solved else "")
-            observation = f"{feedback} Letters so far: {self.word[: self.position]!r}"
-            return StepResult(observation, float(solved), solved or out_of_steps, solved, True, feedback)
-        feedback = f"Wrong letter {action.action.strip()!r}: the episode is over."
-        return StepResult(feedback, 0.0, True, False, True, feedback)
 
 
 def act(letter: str, thought: str = "next letter") -> str:
@@ -112,3 +71,26 @@ def explore_recovery(
 
 def rollback_branch(store: Store, run_id: int) -> Branch:
     return next(b for b in store.branches(run_id) if b.kind == "rollback")
+
+
+def write_adapter(path, *, kind: str = "adapter", adapter_type: str | None = "lora"):
+    """A small GGUF LoRA adapter as leafe's exporter writes one (gguf-py), with two LoRA factors.
+
+    Not a trained adapter: it passes the adapter checks, so flows that only pass files around can be
+    tested without training one.
+    """
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_type(kind)
+    if adapter_type is not None:
+        writer.add_string(gguf.Keys.Adapter.TYPE, adapter_type)
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, 16.0)
+    writer.add_tensor("blk.0.attn_q.weight.lora_a", np.ones((4, 64), dtype=np.float32))
+    writer.add_tensor("blk.0.attn_q.weight.lora_b", np.ones((64, 4), dtype=np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

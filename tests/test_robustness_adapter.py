@@ -13,25 +13,9 @@ import pytest
 from engine.backends import llama
 from engine.backends.base import BackendError
 from engine.models import TEST_MODEL, cached_path
+from tests.doubles import write_adapter
 
 gguf = pytest.importorskip("gguf")  # writes the valid adapters the checks are measured against
-np = pytest.importorskip("numpy")
-
-
-def write_adapter(path: Path, *, kind: str = "adapter", adapter_type: str | None = "lora") -> Path:
-    """A small GGUF adapter as leafe's exporter writes one (gguf-py), with two LoRA factors."""
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_type(kind)
-    if adapter_type is not None:
-        writer.add_string(gguf.Keys.Adapter.TYPE, adapter_type)
-    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, 16.0)
-    writer.add_tensor("blk.0.attn_q.weight.lora_a", np.ones((4, 64), dtype=np.float32))
-    writer.add_tensor("blk.0.attn_q.weight.lora_b", np.ones((64, 4), dtype=np.float16))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
 
 
 def bad_adapters(folder: Path) -> dict[str, Path]:

@@ -106,7 +106,7 @@ def test_a_bogus_sandbox_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         (["--max-tokens", "-5"], "max_tokens"),
         (["--temperature", "-0.1"], "temperature"),
         (["--reflect-temperature", "-1"], "reflect_temperature"),
-        (["--n-ctx", "0"], "--n-ctx"),
+        (["--n-ctx", "0"], "context length"),
     ],
 )
 def test_explore_refuses_bad_settings_before_loading(tmp_path: Path, loads, flags, words) -> None:
@@ -122,7 +122,7 @@ def test_explore_refuses_bad_settings_before_loading(tmp_path: Path, loads, flag
         (["--temperature", "-1"], "--temperature"),
         (["--max-steps", "0"], "--max-steps"),
         (["-n", "4", "--k", "1,8"], "--k 8"),
-        (["--n-ctx", "0"], "--n-ctx"),
+        (["--n-ctx", "0"], "context length"),
     ],
 )
 def test_eval_refuses_bad_settings_before_loading(loads, flags, words) -> None:

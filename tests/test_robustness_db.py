@@ -25,7 +25,7 @@ import leafe_tui.explore_cmd as explore_cmd
 from engine.backends.scripted import ScriptedBackend
 from engine.store import SCHEMA_VERSION, Store, StoreError
 from leafe_tui.cli import app
-from tests.doubles import PathTestEnv, act
+from tests.doubles import act
 
 runner = CliRunner()
 
@@ -71,7 +71,6 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return "scripted", ScriptedBackend(reply_fn=lambda messages: act("a"))
 
     monkeypatch.setattr(explore_cmd, "load_backend", load)
-    monkeypatch.setattr(explore_cmd, "env_for_task", lambda task, tasks_file=None: PathTestEnv())
     return loaded
 
 

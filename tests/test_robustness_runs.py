@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 import leafe_tui.explore_cmd as explore_cmd
+from engine.backends.base import BackendError
 from engine.backends.scripted import ScriptedBackend
 from engine.envs.base import ParsedAction, StepResult
 from engine.envs.sokoban import SokobanEnv
@@ -63,8 +64,9 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     loaded: list[str] = []
 
     def load(request, err):
-        loaded.append(request.model)
-        return request.model, ScriptedBackend(reply_fn=sokoban_reply)
+        model = request.model_spec.model if request.model_spec else request.model
+        loaded.append(model)
+        return model, ScriptedBackend(reply_fn=sokoban_reply)
 
     monkeypatch.setattr(explore_cmd, "load_backend", load)
     return loaded
@@ -222,7 +224,7 @@ def test_a_failed_model_load_gives_the_claim_back(tmp_path: Path, monkeypatch: p
     run_id = interrupted_run(db)
 
     def broken(request, err):
-        raise ValueError("no such model file")
+        raise BackendError("no such model file")
 
     monkeypatch.setattr(explore_cmd, "load_backend", broken)
     result = invoke("explore", "--resume", str(run_id), "--db", str(db))

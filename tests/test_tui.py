@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from engine.backends.base import BackendError
 from engine.backends.scripted import ScriptedBackend
 from engine.explorer import ExploreConfig, Explorer
+from engine.specs import ModelSpec
 from engine.store import Store
 from leafe_tui.app import ExploreJob, LeafeApp
 from leafe_tui.app.compare import CompareScreen, CompareTable
@@ -39,6 +40,7 @@ from tests.doubles import PathTestEnv, act, is_reflection, reflect
 
 TASK = "path/abcd"
 CONFIG = {"budget": 5, "max_depth": 2, "reflect_every": 2}
+SCRIPTED = ModelSpec(backend="scripted", model="scripted")
 CAREFUL = "be careful: check every letter before writing it"
 HURRY = "hurry: write the letters quickly"
 WRITE_C = "at step 3 write 'c'"
@@ -439,7 +441,7 @@ def test_compare_siblings_highlights_where_they_part(db: Path) -> None:
 # --- live work ------------------------------------------------------------------------------------
 def test_live_exploration_grows_the_tree_in_place_and_keeps_the_cursor(tmp_path: Path) -> None:
     gate = Gate()
-    job = ExploreJob("start", tasks=(TASK,), model="scripted", config=CONFIG)
+    job = ExploreJob("start", tasks=(TASK,), model_spec=SCRIPTED, config=CONFIG)
     db = tmp_path / "live.db"
 
     messages: list[Message] = []
@@ -486,7 +488,7 @@ def test_live_exploration_grows_the_tree_in_place_and_keeps_the_cursor(tmp_path:
 def test_an_ungated_exploration_ends_with_every_node_in_the_tree(tmp_path: Path) -> None:
     """Events that arrive before the run's screen is composed are not lost."""
     db = tmp_path / "fast.db"
-    job = ExploreJob("start", tasks=(TASK, TASK), model="scripted", config=CONFIG)
+    job = ExploreJob("start", tasks=(TASK, TASK), model_spec=SCRIPTED, config=CONFIG)
 
     async def body() -> None:
         app = make_app(db, job=job)
@@ -506,7 +508,7 @@ def test_stopping_work_leaves_a_resumable_run(tmp_path: Path) -> None:
     gate = Gate()
     db = tmp_path / "stop.db"
     messages: list[Message] = []
-    job = ExploreJob("start", tasks=(TASK,), model="scripted", config=CONFIG)
+    job = ExploreJob("start", tasks=(TASK,), model_spec=SCRIPTED, config=CONFIG)
 
     async def body() -> None:
         app = make_app(db, gate, job=job)
@@ -537,10 +539,10 @@ def test_stopping_work_leaves_a_resumable_run(tmp_path: Path) -> None:
 def test_errors_become_notifications(tmp_path: Path) -> None:
     messages: list[Message] = []
 
-    def broken(model: str) -> ScriptedBackend:
-        raise BackendError(f"could not load {model}: not a GGUF file")
+    def broken(spec: ModelSpec) -> ScriptedBackend:
+        raise BackendError(f"could not load {spec.model}: not a GGUF file")
 
-    job = ExploreJob("start", tasks=(TASK,), model="broken.gguf", config=CONFIG)
+    job = ExploreJob("start", tasks=(TASK,), model_spec=ModelSpec(model="broken.gguf"), config=CONFIG)
     app = LeafeApp(tmp_path / "e.db", backend_factory=broken, env_factory=lambda task: PathTestEnv(), job=job)
 
     async def body() -> None:

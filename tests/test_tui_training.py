@@ -28,6 +28,7 @@ from textual.widgets import Input
 import trainer.dataset
 import trainer.jobs
 from engine.backends.scripted import ScriptedBackend
+from engine.specs import ModelSpec
 from engine.store import Store
 from leafe_tui.app import LeafeApp
 from leafe_tui.app import training as training_screen
@@ -37,7 +38,7 @@ from leafe_tui.app.runs import RunsScreen
 from leafe_tui.app.training import TrainingScreen, choose_method_isolated
 from leafe_tui.app.training_forms import AdapterDetails, ConfirmCancel, NewJobForm
 from leafe_tui.app.worker import WorkFinished
-from tests.doubles import PathTestEnv, explore_recovery, help_for, policy, rollback_branch
+from tests.doubles import PathTestEnv, explore_recovery, help_for, policy, rollback_branch, write_adapter
 from trainer.train import TrainConfig, TrainError
 
 SIZE = (120, 40)
@@ -48,9 +49,9 @@ CONFIG = asdict(TrainConfig())
 def make_app(db: Path, adapters: list[str | None] | None = None) -> LeafeApp:
     """The app with the scripted model; ``adapters`` records the adapter each model load asked for."""
 
-    def backend(model: str, adapter: str | None = None) -> ScriptedBackend:
+    def backend(spec: ModelSpec) -> ScriptedBackend:
         if adapters is not None:
-            adapters.append(adapter)
+            adapters.append(spec.adapter)
         return ScriptedBackend(reply_fn=policy())
 
     return LeafeApp(db, backend_factory=backend, env_factory=lambda task: PathTestEnv())
@@ -352,8 +353,7 @@ print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in {{"torch", "t
 
 # --- adapters -------------------------------------------------------------------------------------
 def test_adapter_details_and_exploring_with_it(db: Path, approved_run: int, tmp_path: Path) -> None:
-    gguf = tmp_path / "adapter.gguf"
-    gguf.write_bytes(b"GGUF")
+    gguf = write_adapter(tmp_path / "adapter.gguf")
     store = Store(db)
     from trainer.dataset import DatasetSettings, build_dataset
 

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.envs import load_env
-from engine.prompts import Turn, trajectory_messages
+from engine.errors import LeafeError
+from engine.prompts import PromptTexts, Turn, trajectory_messages
 from engine.run_tree import RunTree
 from engine.store import Branch, Node, Store
 
@@ -37,10 +38,10 @@ ActionHelp = Callable[[str], str]  # environment name -> the action help its pro
 
 
 def env_action_help(env_name: str) -> str:
-    return type(load_env(env_name)).action_help
+    return load_env(env_name).action_help
 
 
-class DatasetError(ValueError):
+class DatasetError(LeafeError, ValueError):
     """Nothing to build from, or a setting out of range; one-line message."""
 
 
@@ -107,10 +108,10 @@ class Counts:
         return out
 
 
-def _messages(action_help: str, path: list[Node], trained_from_step: int) -> list[dict[str, Any]]:
+def _messages(texts: PromptTexts, path: list[Node], trained_from_step: int) -> list[dict[str, Any]]:
     """The conversation of ``path`` with no guidance; valid replies from the given step trained."""
     turns = [Turn(n.raw_response or "", n.observation) for n in path[1:]]
-    chat = trajectory_messages(action_help, path[0].observation, turns)[:-1]
+    chat = trajectory_messages("", path[0].observation, turns, texts=texts)[:-1]
     replies = iter(path[1:])
     out = []
     for message in chat:
@@ -120,6 +121,14 @@ def _messages(action_help: str, path: list[Node], trained_from_step: int) -> lis
             trained = node.valid and node.step >= trained_from_step
         out.append({**message, "training": trained})
     return out
+
+
+def _prompt_texts(run: dict[str, Any], action_help: ActionHelp) -> PromptTexts:
+    """The prompt texts the run's model saw (recorded with the run); runs of older leafe recorded
+    none, and get today's texts for their environment."""
+    if run.get("prompts"):
+        return PromptTexts.from_json(run["prompts"])
+    return PromptTexts.for_env(action_help(run["env"]))
 
 
 def _eligible(tree: RunTree, path: list[Node], selection: str, counts: Counts) -> bool:
@@ -159,7 +168,7 @@ def collect_examples(
     seen: set[tuple[str, ...]] = set()
     for run_id in run_ids:
         tree = RunTree.load(store, run_id)
-        help_text = action_help(tree.run["env"])
+        texts = _prompt_texts(tree.run, action_help)
         task, model = tree.run["task_id"], tree.run["model"]
         success_paths = [tree.path(n.id) for n in tree.successes()]
         counts.successful_trajectories += len(success_paths)
@@ -177,7 +186,7 @@ def collect_examples(
                     run_id=run_id,
                     branch_id=path[-1].branch_id,
                     model=model,
-                    messages=_messages(help_text, path, trained_from_step=1),
+                    messages=_messages(texts, path, trained_from_step=1),
                     trained_node_ids=[n.id for n in path[1:] if n.valid],
                     context_node_ids=[path[0].id],
                 )
@@ -185,7 +194,7 @@ def collect_examples(
         for branch in tree.branches.values():
             if branch.kind != "rollback":
                 continue
-            example = _counterfactual(tree, help_text, branch, eligible, settings, counts)
+            example = _counterfactual(tree, texts, branch, eligible, settings, counts)
             if example is None:
                 continue
             key = ("cf", task, *(m["content"] for m in example.messages))
@@ -210,7 +219,7 @@ def collect_examples(
 
 def _counterfactual(
     tree: RunTree,
-    action_help: str,
+    texts: PromptTexts,
     branch: Branch,
     eligible: list[list[Node]],
     settings: DatasetSettings,
@@ -240,7 +249,7 @@ def _counterfactual(
         run_id=tree.run["id"],
         branch_id=branch.id,
         model=tree.run["model"],
-        messages=_messages(action_help, used, trained_from_step=tau),
+        messages=_messages(texts, used, trained_from_step=tau),
         trained_node_ids=[n.id for n in used[tau:] if n.valid],
         context_node_ids=[n.id for n in used[:tau]],
     )

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.errors import LeafeError
+
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
@@ -41,7 +43,7 @@ PEFT_PREFIX = "base_model.model."
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<embedding>embedding_)?(?P<factor>[AB])(?:\.weight)?$")
 
 
-class ExportError(ValueError):
+class ExportError(LeafeError, ValueError):
     """The adapter cannot be exported; the message is one line that names the reason."""
 
 

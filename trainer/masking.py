@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine.errors import LeafeError
+
 Message = dict[str, Any]
 
 
-class MaskError(ValueError):
+class MaskError(LeafeError, ValueError):
     """The template does not render the conversation as a growing prefix, so no mask can be cut."""
 
 

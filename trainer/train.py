@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from engine.errors import LeafeError
 from engine.store import Store, now
 from trainer.dataset import read_dataset
 from trainer.masking import TokenizedExample, tokenize_chat
@@ -33,7 +34,7 @@ from trainer.masking import TokenizedExample, tokenize_chat
 METHODS = ("auto", "lora", "qlora")
 
 
-class TrainError(RuntimeError):
+class TrainError(LeafeError, RuntimeError):
     """A job cannot run as asked (no GPU for QLoRA, nothing to train, bad settings); one line."""
 
 

@@ -10,7 +10,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import LeafeError
+
+if TYPE_CHECKING:
+    from engine.specs import ModelSpec
 
 Message = dict[str, str]
 
@@ -40,7 +45,7 @@ class Completion:
         return self.prompt_tokens - self.cached_tokens
 
 
-class BackendError(RuntimeError):
+class BackendError(LeafeError, RuntimeError):
     """A model could not be loaded or called; the message is one line meant for the user."""
 
 
@@ -48,6 +53,11 @@ class ModelBackend(ABC):
     """A chat model the explorer can call, with optional saving of a prompt prefix's KV state."""
 
     name: str = "backend"
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> ModelBackend:
+        """Open the backend a recorded spec describes (``engine.registry.open_backend`` calls this)."""
+        raise NotImplementedError(f"{cls.__name__} cannot be opened from a spec")
 
     @abstractmethod
     def complete(

@@ -17,10 +17,14 @@ import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from engine.backends.base import BackendError, Completion, Message, ModelBackend, common_prefix_length
 from engine.chat_template import GgufChatTemplate, TemplateError
+from engine.errors import SettingError
+
+if TYPE_CHECKING:
+    from engine.specs import ModelSpec
 
 MIN_PREFIX_TO_SAVE = 16  # below this, re-evaluating is cheaper than keeping a copy
 MIN_N_CTX = 256  # below this not even the system prompt fits
@@ -119,11 +123,11 @@ def read_gguf_header(path: Path) -> GgufHeader:
     another format, an old GGUF version, a header cut short or damaged)."""
     size = path.stat().st_size
     if size == 0:
-        raise ValueError(f"{path.name} is empty")
+        raise SettingError(f"{path.name} is empty")
     with path.open("rb") as file:
         reader = _Reader(file, size)
         if size < 4 or reader.read(4) != GGUF_MAGIC:
-            raise ValueError(f"{path.name} is not a GGUF file")
+            raise SettingError(f"{path.name} is not a GGUF file")
         try:
             version = reader.scalar("<I")
             if version not in (2, 3):
@@ -135,9 +139,9 @@ def read_gguf_header(path: Path) -> GgufHeader:
                 metadata[key] = reader.value(reader.scalar("<I"))
             needed = _tensor_table_end(reader, tensors, int(metadata.get("general.alignment") or 32))
         except _Truncated:
-            raise ValueError(f"{path.name} is truncated: it ends inside its GGUF header") from None
+            raise SettingError(f"{path.name} is truncated: it ends inside its GGUF header") from None
         except (_Damaged, struct.error, OverflowError, RecursionError) as exc:
-            raise ValueError(f"{path.name} has a damaged GGUF header ({exc})") from None
+            raise SettingError(f"{path.name} has a damaged GGUF header ({exc})") from None
     return GgufHeader(version, metadata, tensors, needed)
 
 
@@ -240,6 +244,17 @@ class LlamaCppBackend(ModelBackend):
         self.reuse_prefix = reuse_prefix
         self.name = f"llama.cpp:{path.name}"
         self.model_path = path
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> LlamaCppBackend:
+        """Load the spec's model (a known name, pulled when missing, or a GGUF path) and adapter."""
+        from engine.models import DEFAULT_MODEL, ModelError, resolve_model
+
+        try:
+            path = resolve_model(spec.model or DEFAULT_MODEL)
+        except ModelError as exc:
+            raise BackendError(str(exc)) from None
+        return cls(path, n_ctx=spec.n_ctx, reuse_prefix=spec.cache, lora_path=spec.adapter)
 
     # --- prompts ---------------------------------------------------------------------------
     def tokens(self, messages: list[Message]) -> list[int]:

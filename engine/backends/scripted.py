@@ -7,10 +7,15 @@ simulated prefix cache, so accounting code paths are exercised too.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from engine.backends.base import Completion, Message, ModelBackend, common_prefix_length
+from engine.backends.base import BackendError, Completion, Message, ModelBackend, common_prefix_length
+
+if TYPE_CHECKING:
+    from engine.specs import ModelSpec
 
 ReplyFn = Callable[[list[Message]], str]
 
@@ -46,11 +51,26 @@ class ScriptedBackend(ModelBackend):
         elif self._replies:
             text = self._replies.pop(0)
         else:
-            raise IndexError("ScriptedBackend ran out of scripted replies")
+            raise BackendError("the scripted backend ran out of replies")
         words = _words(messages)
         cached = common_prefix_length(words, self._context)
         self._context = words + text.split()
         return Completion(text, len(words), cached, len(text.split()), 0.0)
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> ScriptedBackend:
+        """Replies from ``options["replies"]`` (a list) or from the JSON list in the file ``model``."""
+        replies = spec.options.get("replies")
+        if replies is None:
+            try:
+                replies = json.loads(Path(spec.model).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise BackendError(
+                    f"the scripted backend needs a JSON list of replies in {spec.model!r} ({exc})"
+                ) from None
+        if not isinstance(replies, list) or not all(isinstance(r, str) for r in replies):
+            raise BackendError("the scripted backend's replies must be a JSON list of strings")
+        return cls(replies)
 
     def save_prefix(self, messages: list[Message]) -> Any | None:
         words = _words(messages)

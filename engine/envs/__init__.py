@@ -15,7 +15,11 @@ from typing import Any
 from engine.envs.base import Environment, TaskNotFound
 
 ENTRY_POINT_GROUP = "leafe.environments"
-_BUILTIN = {"code": "engine.envs.code:CodeEnv", "sokoban": "engine.envs.sokoban:SokobanEnv"}
+_BUILTIN = {
+    "code": "engine.envs.code:CodeEnv",
+    "sokoban": "engine.envs.sokoban:SokobanEnv",
+    "path": "engine.envs.path_test:PathTestEnv",  # a test double, hidden from listings
+}
 
 
 def _targets() -> dict[str, str]:
@@ -25,8 +29,15 @@ def _targets() -> dict[str, str]:
     return targets
 
 
-def env_names() -> list[str]:
-    return sorted(_targets())
+def env_names(*, hidden: bool = False) -> list[str]:
+    """Environment names; test doubles (a class with ``hidden = True``) only when asked for."""
+    names = sorted(_targets())
+    return names if hidden else [n for n in names if not getattr(_class(n), "hidden", False)]
+
+
+def _class(name: str) -> Any:
+    module_name, _, attr = _targets()[name].partition(":")
+    return getattr(import_module(module_name), attr)
 
 
 def load_env(name: str, *, tasks_file: Path | None = None) -> Environment:
@@ -34,8 +45,7 @@ def load_env(name: str, *, tasks_file: Path | None = None) -> Environment:
     targets = _targets()
     if name not in targets:
         raise TaskNotFound(f"unknown environment {name!r}; known: {', '.join(sorted(targets))}")
-    module_name, _, attr = targets[name].partition(":")
-    cls: Any = getattr(import_module(module_name), attr)
+    cls: Any = _class(name)
     if tasks_file is not None and name == "code":
         return cls(tasks_file=tasks_file)
     return cls()

@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from engine.errors import LeafeError
+
 
 @dataclass(frozen=True)
 class Task:
@@ -53,7 +55,7 @@ class StepResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class TaskNotFound(KeyError):
+class TaskNotFound(LeafeError, KeyError):
     """Raised with a one-line message when a task id does not exist."""
 
     def __str__(self) -> str:  # KeyError quotes its message; a user should read plain text

@@ -40,6 +40,7 @@ from engine.envs.code_sources import (
     load_humaneval,
     load_tasks_file,
 )
+from engine.errors import SettingError
 from engine.sandbox import Limits
 
 ENV_NAME = "code"
@@ -62,7 +63,7 @@ def _check_sandbox_setting() -> None:
     try:
         sandbox.sandbox_kind()
     except (ValueError, sandbox.SandboxUnavailable) as exc:
-        raise ValueError(str(exc)) from None
+        raise SettingError(str(exc)) from None
 
 
 def _read_tasks_file(path: Path) -> tuple[CodeProblem, ...]:
@@ -75,10 +76,10 @@ def _read_tasks_file(path: Path) -> tuple[CodeProblem, ...]:
         try:
             json.loads(line)
         except RecursionError:
-            raise ValueError(f"{path}:{number}: the JSON is nested too deeply to read") from None
+            raise SettingError(f"{path}:{number}: the JSON is nested too deeply to read") from None
         except ValueError:
             continue
-    raise ValueError(f"{path}: a problem is nested too deeply to read")
+    raise SettingError(f"{path}: a problem is nested too deeply to read")
 
 
 @dataclass(frozen=True)

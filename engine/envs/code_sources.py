@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.envs.code_problem import CodeProblem, IOTest
+from engine.errors import SettingError
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def load_tasks_file(path: Path) -> tuple[CodeProblem, ...]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read the tasks file ({exc})") from exc
+        raise SettingError(f"{path}: cannot read the tasks file ({exc})") from exc
     problems: list[CodeProblem] = []
     seen: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):
@@ -161,10 +162,10 @@ def load_tasks_file(path: Path) -> tuple[CodeProblem, ...]:
         try:
             data = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            raise SettingError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
         problem = _file_problem(data, where)
         if problem.id in seen:
-            raise ValueError(
+            raise SettingError(
                 f"{where}: duplicate id {problem.id.removeprefix(FILE_PREFIX)!r} "
                 f"(first on line {seen[problem.id]})"
             )
@@ -175,15 +176,15 @@ def load_tasks_file(path: Path) -> tuple[CodeProblem, ...]:
 
 def _file_problem(data: Any, where: str) -> CodeProblem:
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        raise SettingError(f"{where}: expected a JSON object, got {type(data).__name__}")
     ident = data.get("id")
     if not isinstance(ident, str) or not _ID_RE.fullmatch(ident):
-        raise ValueError(
+        raise SettingError(
             f"{where}: 'id' must be a string of letters, digits, '.', '_' or '-' (got {ident!r})"
         )
     is_function = "prompt" in data or "entry_point" in data
     if not is_function and "statement" not in data:
-        raise ValueError(
+        raise SettingError(
             f"{where}: neither a stdin/stdout problem (statement, tests) nor a function "
             "problem (prompt, entry_point, test)"
         )
@@ -191,23 +192,23 @@ def _file_problem(data: Any, where: str) -> CodeProblem:
     unknown = sorted(set(data) - allowed)
     if unknown:
         kind = "function" if is_function else "stdin/stdout"
-        raise ValueError(
+        raise SettingError(
             f"{where}: unknown field(s) {', '.join(map(repr, unknown))} for a {kind} problem "
             f"(allowed: {', '.join(sorted(allowed))})"
         )
     for key in ("title", "reference", "statement", "canonical_solution"):
         if key in data and not isinstance(data[key], str):
-            raise ValueError(f"{where}: '{key}' must be a string")
+            raise SettingError(f"{where}: '{key}' must be a string")
     return _function_problem(data, where) if is_function else _stdio_problem(data, where)
 
 
 def _stdio_problem(data: dict[str, Any], where: str) -> CodeProblem:
     if not data["statement"].strip():
-        raise ValueError(f"{where}: 'statement' is empty")
+        raise SettingError(f"{where}: 'statement' is empty")
     examples = _io_tests(data.get("examples", []), "examples", where)
     tests = _io_tests(data.get("tests"), "tests", where)
     if not tests:
-        raise ValueError(f"{where}: 'tests' must hold at least one hidden test")
+        raise SettingError(f"{where}: 'tests' must hold at least one hidden test")
     return CodeProblem(
         id=FILE_PREFIX + data["id"],
         title=data.get("title") or data["id"],
@@ -221,7 +222,7 @@ def _stdio_problem(data: dict[str, Any], where: str) -> CodeProblem:
 
 def _io_tests(raw: Any, key: str, where: str) -> tuple[IOTest, ...]:
     if not isinstance(raw, list):
-        raise ValueError(f'{where}: \'{key}\' must be a list of {{"input", "output"}} objects')
+        raise SettingError(f'{where}: \'{key}\' must be a list of {{"input", "output"}} objects')
     tests = []
     for index, entry in enumerate(raw):
         if (
@@ -229,7 +230,7 @@ def _io_tests(raw: Any, key: str, where: str) -> tuple[IOTest, ...]:
             or not isinstance(entry.get("input"), str)
             or not isinstance(entry.get("output"), str)
         ):
-            raise ValueError(f"{where}: {key}[{index}] must be an object with string 'input' and 'output'")
+            raise SettingError(f"{where}: {key}[{index}] must be an object with string 'input' and 'output'")
         tests.append(IOTest(input=entry["input"], output=entry["output"]))
     return tuple(tests)
 
@@ -237,17 +238,19 @@ def _io_tests(raw: Any, key: str, where: str) -> tuple[IOTest, ...]:
 def _function_problem(data: dict[str, Any], where: str) -> CodeProblem:
     for key in ("prompt", "entry_point", "test"):
         if not isinstance(data.get(key), str) or not data[key].strip():
-            raise ValueError(f"{where}: a function problem needs a non-empty string '{key}'")
+            raise SettingError(f"{where}: a function problem needs a non-empty string '{key}'")
     entry = data["entry_point"]
     if not entry.isidentifier():
-        raise ValueError(f"{where}: 'entry_point' must be a Python identifier, not {entry!r}")
+        raise SettingError(f"{where}: 'entry_point' must be a Python identifier, not {entry!r}")
     if not re.search(r"^\s*def\s+check\s*\(", data["test"], re.M):
-        raise ValueError(f"{where}: 'test' must define check(candidate)")
+        raise SettingError(f"{where}: 'test' must define check(candidate)")
     for key in ("prompt", "test"):
         try:
             ast.parse(data[key])
         except SyntaxError as exc:
-            raise ValueError(f"{where}: '{key}' is not valid Python (line {exc.lineno}: {exc.msg})") from None
+            raise SettingError(
+                f"{where}: '{key}' is not valid Python (line {exc.lineno}: {exc.msg})"
+            ) from None
     if "examples" in data:
         examples = _call_examples(data["examples"], where)
     else:
@@ -270,16 +273,18 @@ def _function_problem(data: dict[str, Any], where: str) -> CodeProblem:
 
 def _call_examples(raw: Any, where: str) -> list[tuple[str, str]]:
     if not isinstance(raw, list):
-        raise ValueError(f'{where}: \'examples\' must be a list of {{"call", "output"}} objects')
+        raise SettingError(f'{where}: \'examples\' must be a list of {{"call", "output"}} objects')
     examples = []
     for index, entry in enumerate(raw):
         call = entry.get("call", entry.get("input")) if isinstance(entry, dict) else None
         output = entry.get("output") if isinstance(entry, dict) else None
         if not isinstance(call, str) or not isinstance(output, str) or not call.strip():
-            raise ValueError(f"{where}: examples[{index}] must be an object with string 'call' and 'output'")
+            raise SettingError(
+                f"{where}: examples[{index}] must be an object with string 'call' and 'output'"
+            )
         try:
             ast.parse(call)
         except SyntaxError:
-            raise ValueError(f"{where}: examples[{index}]: 'call' is not valid Python: {call!r}") from None
+            raise SettingError(f"{where}: examples[{index}]: 'call' is not valid Python: {call!r}") from None
         examples.append((call.strip() + "\n", output if output.endswith("\n") else output + "\n"))
     return examples

@@ -10,6 +10,8 @@ import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from engine.errors import SettingError
+
 Pos = tuple[int, int]
 State = tuple[Pos, frozenset[Pos]]  # (player, boxes)
 
@@ -65,13 +67,13 @@ def parse_level(text: str) -> Level:
     lines = text.strip("\n").split("\n")
     width = len(lines[0]) if lines else 0
     if not width or any(len(line) != width for line in lines):
-        raise ValueError("a level must be a non-empty rectangle of symbols")
+        raise SettingError("a level must be a non-empty rectangle of symbols")
     floor, targets, boxes, players = set(), set(), set(), []
     for r, line in enumerate(lines):
         for c, ch in enumerate(line):
             pos = (r, c)
             if ch not in "#_OXP√S":
-                raise ValueError(f"unknown symbol {ch!r} at row {r}, column {c}")
+                raise SettingError(f"unknown symbol {ch!r} at row {r}, column {c}")
             if ch != WALL:
                 floor.add(pos)
             if ch in (TARGET, BOX_ON_TARGET, PLAYER_ON_TARGET):
@@ -81,9 +83,9 @@ def parse_level(text: str) -> Level:
             if ch in (PLAYER, PLAYER_ON_TARGET):
                 players.append(pos)
     if len(players) != 1:
-        raise ValueError(f"a level needs exactly one player, found {len(players)}")
+        raise SettingError(f"a level needs exactly one player, found {len(players)}")
     if not boxes or len(boxes) != len(targets):
-        raise ValueError(
+        raise SettingError(
             f"a level needs as many targets as boxes, at least one: {len(boxes)} vs {len(targets)}"
         )
     return Level(width, len(lines), frozenset(floor), frozenset(targets), frozenset(boxes), players[0])

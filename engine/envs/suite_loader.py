@@ -15,6 +15,7 @@ from importlib.resources import files
 from typing import Any
 
 from engine.envs.code_problem import CodeProblem, IOTest
+from engine.errors import SettingError
 
 SUITE_PREFIX = "suite/"
 DIFFICULTIES = ("easy", "medium")
@@ -40,14 +41,14 @@ def outputs_match(expected: str, got: str) -> bool:
 
 def _io_tests(raw: Any, where: str) -> tuple[IOTest, ...]:
     if not isinstance(raw, list):
-        raise ValueError(f"{where}: expected an array of tables")
+        raise SettingError(f"{where}: expected an array of tables")
     tests = []
     for index, entry in enumerate(raw):
         if not isinstance(entry, dict):
-            raise ValueError(f"{where}[{index}]: expected a table")
+            raise SettingError(f"{where}[{index}]: expected a table")
         inp, out = entry.get("input"), entry.get("output")
         if not isinstance(inp, str) or not isinstance(out, str):
-            raise ValueError(f"{where}[{index}]: 'input' and 'output' must be strings")
+            raise SettingError(f"{where}[{index}]: 'input' and 'output' must be strings")
         tests.append(IOTest(input=inp, output=out))
     return tuple(tests)
 
@@ -60,12 +61,12 @@ def parse_problem(slug: str, text: str) -> tuple[CodeProblem, str]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{slug}: invalid TOML: {exc}") from exc
+        raise SettingError(f"{slug}: invalid TOML: {exc}") from exc
     for key in ("title", "difficulty", "statement", "reference"):
         if not isinstance(data.get(key), str) or not data[key].strip():
-            raise ValueError(f"{slug}: missing or empty string '{key}'")
+            raise SettingError(f"{slug}: missing or empty string '{key}'")
     if data["difficulty"] not in DIFFICULTIES:
-        raise ValueError(f"{slug}: difficulty must be one of {DIFFICULTIES}, not {data['difficulty']!r}")
+        raise SettingError(f"{slug}: difficulty must be one of {DIFFICULTIES}, not {data['difficulty']!r}")
     problem = CodeProblem(
         id=SUITE_PREFIX + slug,
         title=data["title"],
@@ -94,7 +95,7 @@ def _load_all() -> tuple[tuple[CodeProblem, str], ...]:
 def load_suite(difficulty: str | None = None) -> tuple[CodeProblem, ...]:
     """All suite problems, sorted by file name (cached); optionally only one ``difficulty``."""
     if difficulty is not None and difficulty not in DIFFICULTIES:
-        raise ValueError(f"unknown difficulty {difficulty!r}; expected one of {DIFFICULTIES}")
+        raise SettingError(f"unknown difficulty {difficulty!r}; expected one of {DIFFICULTIES}")
     return tuple(p for p, level in _load_all() if difficulty is None or level == difficulty)
 
 

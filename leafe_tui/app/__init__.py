@@ -9,6 +9,6 @@ thread and turns its events into Messages; ``keys`` holds every binding (remappa
 from __future__ import annotations
 
 from leafe_tui.app.app import LeafeApp
-from leafe_tui.app.worker import ExploreJob, default_env_factory, llama_backend_factory
+from leafe_tui.app.worker import ExploreJob, default_backend_factory, default_env_factory
 
-__all__ = ["ExploreJob", "LeafeApp", "default_env_factory", "llama_backend_factory"]
+__all__ = ["ExploreJob", "LeafeApp", "default_env_factory", "default_backend_factory"]

@@ -29,18 +29,18 @@ from leafe_tui.app.worker import (
     WorkFailed,
     WorkFinished,
     WorkProgress,
+    default_backend_factory,
     default_env_factory,
-    llama_backend_factory,
 )
 
 
 class LeafeApp(App[None]):
     """Browse, review and grow the rollback trees in one leafe database.
 
-    ``backend_factory`` turns a model name into a ModelBackend (llama.cpp by default, loaded as
-    ``leafe explore`` loads it; tests pass the scripted backend); ``env_factory`` turns a task id
-    into its environment. ``job`` starts explorer work as soon as the app is up; ``run_id`` opens
-    that run's tree first. ``keymap`` maps binding ids to keys (``[tui.keys]`` of the config).
+    ``backend_factory`` opens a ModelSpec (through the registry by default; tests pass the scripted
+    backend); ``env_factory`` opens an EnvSpec. ``job`` starts explorer work as soon as the app is
+    up; ``run_id`` opens that run's tree first. ``keymap`` maps binding ids to keys (``[tui.keys]``
+    of the config).
     """
 
     TITLE = "leafe"
@@ -61,11 +61,14 @@ class LeafeApp(App[None]):
         run_id: int | None = None,
         keymap: dict[str, str] | None = None,
         eager_limit: int | None = None,
+        n_ctx: int = 8192,
+        cache: bool = True,
     ) -> None:
         super().__init__()
+        self.n_ctx, self.cache = n_ctx, cache  # for runs started in the app (recorded runs keep theirs)
         self.db_path = Path(db_path).expanduser()
         self.store = Store(self.db_path)
-        self.backend_factory = backend_factory or llama_backend_factory()
+        self.backend_factory = backend_factory or default_backend_factory()
         self.env_factory = env_factory or default_env_factory()
         self.keymap = dict(keymap or {})
         self._initial_job = job

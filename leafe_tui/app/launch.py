@@ -7,11 +7,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from engine.envs.base import TaskNotFound
-from engine.store import Store, StoreError
+from engine.errors import LeafeError
+from engine.store import Store
 from leafe_tui.app.keys import load_keymap
-from leafe_tui.app.worker import ExploreJob, default_env_factory, llama_backend_factory
-from leafe_tui.config import ConfigError
+from leafe_tui.app.worker import ExploreJob, default_backend_factory, default_env_factory
 
 
 def open_tui(
@@ -37,14 +36,16 @@ def open_tui(
                 store.close()
         app = LeafeApp(
             db,
-            backend_factory=llama_backend_factory(n_ctx=n_ctx, cache=cache),
+            backend_factory=default_backend_factory(),
             env_factory=default_env_factory(tasks_file),
             job=job,
             run_id=run_id,
             keymap=keymap,
+            n_ctx=n_ctx,
+            cache=cache,
         )
-    except (ConfigError, StoreError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    except LeafeError as exc:
+        err.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False)
         return 2
     app.run()
     if app.busy:
@@ -55,48 +56,53 @@ def open_tui(
 def explore_in_tui(request, *, err: Console) -> int:  # request: leafe_tui.explore_cmd.ExploreRequest
     """``leafe explore … --tui``: check the request (and claim a run to resume), then open the app with
     the work running."""
-    from engine.envs import env_for_task
     from engine.explorer import ExploreConfig
-    from leafe_tui.explore_cmd import (
-        check_adapter_file,
-        check_n_ctx,
-        claim_for_resume,
-        resolve_adapter,
-        resumable_run,
-    )
+    from engine.runtime import check_adapter_file, env_spec_for, model_spec_for, run_model_spec
+    from leafe_tui.explore_cmd import claim_for_resume, resumable_run
 
     try:
-        check_n_ctx(request.n_ctx)
         if request.resume is not None:
             store = Store(request.db, create=False)
             try:
                 run = resumable_run(store, request.resume, model=request.model, adapter=request.adapter)
-                if run["config"].get("adapter"):
-                    check_adapter_file(Path(run["config"]["adapter"]))
-                _check_model(run["model"])
+                spec = run_model_spec(run)
+                if spec.adapter:
+                    check_adapter_file(Path(spec.adapter))
+                _check_model(spec.model)
                 store.check_writable()
                 claim_for_resume(store, request.resume, force=request.force)
             finally:
                 store.close()
-            job = ExploreJob("resume", run_id=request.resume, model=run["model"])
-            request.model = run["model"]
+            job = ExploreJob("resume", run_id=request.resume)
         else:
-            if request.adapter:
-                request.model, lora = resolve_adapter(request.adapter, request.db, request.model)
-                check_adapter_file(lora)
-                request.config["adapter"] = str(lora)
+            spec = model_spec_for(
+                request.model,
+                adapter=request.adapter,
+                db=request.db,
+                n_ctx=request.n_ctx,
+                cache=request.cache,
+            )
             for task in request.tasks:
-                env_for_task(task, tasks_file=request.tasks_file)
+                env_spec_for(task, request.tasks_file)
             ExploreConfig.from_dict(request.config).validate()
             store = Store(request.db)
             try:
                 store.check_writable()
             finally:
                 store.close()
-            _check_model(request.model)
-            job = ExploreJob("start", tasks=tuple(request.tasks), model=request.model, config=request.config)
-    except (ValueError, TaskNotFound, StoreError, OSError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            _check_model(spec.model)
+            tasks_file = str(request.tasks_file.expanduser().resolve()) if request.tasks_file else None
+            job = ExploreJob(
+                "start",
+                tasks=tuple(request.tasks),
+                model_spec=spec,
+                tasks_file=tasks_file,
+                config=request.config,
+            )
+    except (LeafeError, OSError) as exc:
+        err.print(
+            f"[bold red]error:[/] {exc.one_line() if isinstance(exc, LeafeError) else exc}", highlight=False
+        )
         return 2
     return open_tui(
         request.db,
@@ -117,5 +123,5 @@ def _check_model(name: str) -> None:
         return
     try:
         resolve_model(name or DEFAULT_MODEL, pull_missing=False)
-    except ModelError as exc:
-        raise ValueError(str(exc)) from None
+    except ModelError:
+        raise

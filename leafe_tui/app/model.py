@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from engine.errors import SettingError
 from engine.run_tree import RunTree
 from engine.store import Branch, Node
 
@@ -200,7 +201,7 @@ def compare(index: RunIndex, left_id: int, right_id: int) -> Comparison:
     """Two sibling branches step by step, with the first step where they part."""
     left, right = index.branches[left_id], index.branches[right_id]
     if left.from_node_id != right.from_node_id:
-        raise ValueError(f"branches #{left_id} and #{right_id} do not start from the same point")
+        raise SettingError(f"branches #{left_id} and #{right_id} do not start from the same point")
     rows = [
         CompareRow(index.nodes[i].step, index.nodes[i], index.nodes[i], shared=True)
         for i in index.trajectory(left.from_node_id)

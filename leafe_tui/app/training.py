@@ -30,6 +30,7 @@ from textual.worker import Worker, WorkerState
 
 import trainer.dataset as datasets
 import trainer.jobs as jobs
+from engine.errors import LeafeError
 from engine.store import Store, StoreError
 from leafe_tui.app import keys
 from leafe_tui.app.loss_plot import LossPlot
@@ -612,15 +613,22 @@ class TrainingScreen(Screen[None]):
     def explore_with(self, adapter: dict[str, Any], task: str, config: dict[str, Any]) -> bool:
         """Start exploring ``task`` with the adapter (as ``leafe explore --adapter``), then go to the
         runs list, where the new run opens as soon as it exists."""
+        from engine.runtime import model_spec_for
         from leafe_tui.app.runs import RunsScreen
-        from leafe_tui.explore_cmd import resolve_adapter
 
         try:
-            model, lora = resolve_adapter(str(adapter["id"]), self.store.path, adapter["base"])
-        except (ValueError, StoreError, OSError) as exc:
+            spec = model_spec_for(
+                adapter["base"],
+                adapter=str(adapter["id"]),
+                db=self.store.path,
+                n_ctx=self.leafe.n_ctx,
+                cache=self.leafe.cache,
+            )
+        except (LeafeError, OSError) as exc:
             self.notify(str(exc), severity="error")
             return False
-        job = ExploreJob("start", tasks=(task,), model=model, config={**config, "adapter": str(lora)})
+        model = spec.model
+        job = ExploreJob("start", tasks=(task,), model_spec=spec, config=config)
         if not self.leafe.start_job(job, follow=True):
             return False
         self.notify(f"exploring {task} on {model} with adapter {adapter['id']}", timeout=4)

@@ -16,14 +16,17 @@ from typing import Any, Literal
 
 from textual.message import Message
 
-from engine.backends.base import BackendError, ModelBackend
-from engine.envs.base import Environment, TaskNotFound
-from engine.explorer import ExploreConfig, Explorer, ExplorerEvent, ReplayMismatch
-from engine.store import Store, StoreError
+from engine.backends.base import ModelBackend
+from engine.envs.base import Environment
+from engine.errors import LeafeError
+from engine.explorer import ExploreConfig, Explorer, ExplorerEvent
+from engine.runtime import run_env_spec, run_model_spec
+from engine.specs import EnvSpec, ModelSpec
+from engine.store import Store
 
-BackendFactory = Callable[..., ModelBackend]  # (model, adapter=None) -> backend
-EnvFactory = Callable[[str], Environment]
-USER_ERRORS = (ValueError, TaskNotFound, StoreError, BackendError, ReplayMismatch, OSError)
+BackendFactory = Callable[[ModelSpec], ModelBackend]  # engine.registry.open_backend, or a test double
+EnvFactory = Callable[[EnvSpec], Environment]  # engine.registry.open_env, or a test double
+USER_ERRORS = (LeafeError, OSError)
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,8 @@ class ExploreJob:
 
     kind: Literal["start", "resume", "rebranch"]
     tasks: tuple[str, ...] = ()
-    model: str = ""
+    model_spec: ModelSpec | None = None  # start: the model to load (resume, re-branch: the run's own)
+    tasks_file: str | None = None  # start: the user's tasks file, for code/file tasks
     config: dict[str, Any] = field(default_factory=dict)
     run_id: int | None = None
     branch_id: int | None = None
@@ -106,18 +110,17 @@ class JobRunner:
             return
         self.post(WorkFinished(job, run_ids, self.stop.is_set()))
 
-    def _backend(self, model: str, adapter: str | None = None) -> ModelBackend:
-        key = f"{model}+{adapter}" if adapter else model
+    def _backend(self, spec: ModelSpec) -> ModelBackend:
+        key = spec.to_json()
         if key not in self.backends:
-            self.post(WorkProgress(f"loading model {model}{' with its adapter' if adapter else ''}…"))
-            self.backends[key] = (
-                self.backend_factory(model, adapter=adapter) if adapter else self.backend_factory(model)
-            )
+            with_adapter = " with its adapter" if spec.adapter else ""
+            self.post(WorkProgress(f"loading model {spec.model}{with_adapter}…"))
+            self.backends[key] = self.backend_factory(spec)
         return self.backends[key]
 
-    def _explorer(self, store: Store, task: str, config: dict[str, Any], model: str) -> Explorer:
-        env = self.env_factory(task)
-        backend = self._backend(model, config.get("adapter"))
+    def _explorer(self, store: Store, env_spec: EnvSpec, config: dict[str, Any], spec: ModelSpec) -> Explorer:
+        env = self.env_factory(env_spec)
+        backend = self._backend(spec)
         explore_config = ExploreConfig.from_dict(config)
         explore_config.validate()
         progress = _Progress(store, explore_config.budget, self.post)
@@ -130,26 +133,29 @@ class JobRunner:
 
     def _run(self, job: ExploreJob, store: Store, run_ids: list[int]) -> None:
         if job.kind == "start":
-            model = job.model or _default_model()
+            spec = job.model_spec or ModelSpec(model=_default_model())
+            config = {**job.config, "adapter": spec.adapter} if spec.adapter else job.config
             for task in job.tasks:
                 if self.stop.is_set():
                     return
-                explorer = self._explorer(store, task, job.config, model)
+                env_spec = EnvSpec(task.partition("/")[0], job.tasks_file)
+                explorer = self._explorer(store, env_spec, config, spec)
                 if self.stop.is_set():
                     return
-                run_ids.append(explorer.start(task, model))
+                run_ids.append(explorer.start(task, spec.model, model_spec=spec, env_spec=env_spec))
             return
         assert job.run_id is not None
         run = store.get_run(job.run_id)
         if Store.effective_status(run) == "running" and run.get("pid") != os.getpid():
-            raise ValueError(f"run {job.run_id} is being explored by another process (pid {run['pid']})")
-        explorer = self._explorer(store, run["task_id"], run["config"], job.model or run["model"])
+            raise LeafeError(f"run {job.run_id} is being explored by another process (pid {run['pid']})")
+        env_spec = run_env_spec(run, Path(job.tasks_file) if job.tasks_file else None)
+        explorer = self._explorer(store, env_spec, run["config"], run_model_spec(run))
         if self.stop.is_set():
             return
         run_ids.append(job.run_id)
         if job.kind == "resume":
             if run["status"] == "finished":
-                raise ValueError(f"run {job.run_id} already finished; nothing to resume")
+                raise LeafeError(f"run {job.run_id} already finished; nothing to resume")
             explorer.resume(job.run_id)
         else:
             assert job.branch_id is not None
@@ -179,27 +185,25 @@ def _default_model() -> str:
     return DEFAULT_MODEL
 
 
-def llama_backend_factory(n_ctx: int = 8192, cache: bool = True) -> BackendFactory:
-    """Load llama.cpp models the way ``leafe explore`` does (same resolution, same options)."""
+def default_backend_factory() -> BackendFactory:
+    """Open models through the registry, exactly as the spec says (a recorded run keeps its own)."""
 
-    def load(model: str, adapter: str | None = None) -> ModelBackend:
-        import io
+    def load(spec: ModelSpec) -> ModelBackend:
+        from engine.registry import open_backend
 
-        from rich.console import Console
-
-        from leafe_tui.explore_cmd import ExploreRequest, load_backend
-
-        request = ExploreRequest(tasks=[], model=model, db=Path(), n_ctx=n_ctx, cache=cache, adapter=adapter)
-        _, backend = load_backend(request, Console(file=io.StringIO()))
-        return backend
+        return open_backend(spec)
 
     return load
 
 
 def default_env_factory(tasks_file: Path | None = None) -> EnvFactory:
-    def make(task: str) -> Environment:
-        from engine.envs import env_for_task
+    """Open environments through the registry; ``tasks_file`` fills in specs that lack one."""
 
-        return env_for_task(task, tasks_file=tasks_file)
+    def make(spec: EnvSpec) -> Environment:
+        from engine.registry import open_env
+
+        if spec.tasks_file is None and tasks_file is not None and spec.name == "code":
+            spec = EnvSpec(spec.name, str(tasks_file), spec.options)
+        return open_env(spec)
 
     return make

@@ -1,0 +1,203 @@
+"""The runtime layer under the CLI and the TUI: specs from what a person asked for or from a run's record.
+
+``model_spec_for`` turns the words of a request (a model name or path, an adapter id or file, the
+context length) into a checked ``ModelSpec`` without loading anything, so every mistake is found
+before the model loads. ``run_model_spec`` / ``run_env_spec`` read them back from a run, so resuming,
+re-branching, building a dataset or evaluating needs no flag repeated. ``engine.registry`` opens them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+from engine.backends.llama import MIN_N_CTX
+from engine.errors import SettingError
+from engine.specs import EnvSpec, ModelSpec
+
+
+def check_n_ctx(n_ctx: int) -> None:
+    if n_ctx < MIN_N_CTX:
+        raise SettingError(f"the context length must be at least {MIN_N_CTX} tokens, not {n_ctx}")
+
+
+def model_spec_for(
+    model: str = "",
+    *,
+    adapter: str | None = None,
+    db: Path | None = None,
+    n_ctx: int = 8192,
+    cache: bool = True,
+    backend: str = "llama.cpp",
+) -> ModelSpec:
+    """A checked spec for a model (name or GGUF path) and an adapter (id in ``db`` or GGUF file).
+
+    With an adapter and no model, the model is the adapter's base.
+    """
+    check_n_ctx(n_ctx)
+    adapter_path: Path | None = None
+    adapter_id: int | None = None
+    if adapter:
+        model, adapter_path, adapter_id = resolve_adapter(adapter, db, model)
+        check_adapter_file(adapter_path)
+    if not model and backend == "llama.cpp":
+        from engine.models import DEFAULT_MODEL
+
+        model = DEFAULT_MODEL
+    elif model and Path(model).expanduser().is_file():  # a file: recorded so any folder can reopen it
+        model = str(Path(model).expanduser().resolve())
+    return ModelSpec(
+        backend=backend,
+        model=model,
+        adapter=str(adapter_path) if adapter_path else None,
+        adapter_id=adapter_id,
+        n_ctx=n_ctx,
+        cache=cache,
+    )
+
+
+def run_model_spec(run: dict[str, Any]) -> ModelSpec:
+    """How a run's model is reopened: its recorded spec (runs of older leafe: their model and adapter)."""
+    spec = ModelSpec.from_json(run.get("model_spec"))
+    if spec is not None:
+        return spec
+    adapter = run["config"].get("adapter")
+    backend = "llama.cpp" if str(run.get("backend", "")).startswith("llama.cpp") else str(run.get("backend"))
+    return ModelSpec(backend=backend, model=run["model"], adapter=adapter)
+
+
+def run_env_spec(run: dict[str, Any], tasks_file: Path | None = None) -> EnvSpec:
+    """How a run's environment is reopened; ``tasks_file`` fills in what runs of older leafe lack."""
+    spec = EnvSpec.from_json(run.get("env_spec"))
+    if spec is None:
+        spec = EnvSpec(run["env"])
+    if spec.tasks_file is None and tasks_file is not None:
+        spec = EnvSpec(spec.name, str(tasks_file), spec.options)
+    return spec
+
+
+def env_spec_for(task_id: str, tasks_file: Path | None = None) -> EnvSpec:
+    """The spec of the environment a task belongs to (the task is checked to exist)."""
+    from engine.envs import env_for_task
+
+    env = env_for_task(task_id, tasks_file=tasks_file)
+    takes_file = tasks_file is not None and "tasks_file" in inspect.signature(type(env)).parameters
+    return EnvSpec(
+        env.name, str(Path(tasks_file).expanduser().resolve()) if takes_file and tasks_file else None
+    )
+
+
+# --- adapters -------------------------------------------------------------------------------------
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model names or paths name the same GGUF file (without downloading anything)."""
+    from engine.models import ModelError, resolve_model
+
+    if a == b:
+        return True
+    try:
+        return resolve_model(a, pull_missing=False) == resolve_model(b, pull_missing=False)
+    except ModelError:
+        return False
+
+
+def resolve_adapter(ref: str, db: Path | None, model: str) -> tuple[str, Path, int | None]:
+    """An adapter id (from the store at ``db``) or a GGUF LoRA path, checked against ``model``.
+
+    Returns the model to use (the adapter's base when ``model`` is empty), the GGUF LoRA path and
+    the adapter's id (None for a bare file).
+    """
+    if not ref.isdigit():
+        path = Path(ref).expanduser()
+        if not path.is_file():
+            raise SettingError(
+                f"no adapter file {path}: give an adapter id (`leafe adapters`) or a .gguf file"
+            )
+        return model, path.resolve(), None
+    from engine.store import Store, StoreError
+
+    if db is None:
+        raise SettingError(f"adapter {ref} is an id, but no database was given to look it up in")
+    try:
+        store = Store(db, create=False)
+        try:
+            row = store.adapter(int(ref))
+        finally:
+            store.close()
+    except StoreError as exc:
+        raise SettingError(str(exc)) from None
+    path = Path(row["gguf_path"] or "")
+    if not path.is_file():
+        raise SettingError(f"adapter {ref}: its GGUF file {path} is missing (was the job folder deleted?)")
+    if model and row["base_gguf"] and not _same_base(model, row["base"], Path(row["base_gguf"])):
+        raise SettingError(
+            f"adapter {ref} was trained on {row['base']}, not {model}", hint=f"use the model {row['base']}"
+        )
+    return model or row["base"], path.resolve(), int(ref)
+
+
+def check_adapter_file(path: Path) -> None:
+    """SettingError unless ``path`` is a whole GGUF LoRA adapter: llama.cpp crashes on anything else."""
+    from engine.backends.base import BackendError
+    from engine.backends.llama import check_lora_adapter
+
+    try:
+        check_lora_adapter(path)
+    except BackendError as exc:
+        raise SettingError(str(exc)) from None
+
+
+def _same_base(model: str, base: str, base_gguf: Path) -> bool:
+    """Whether ``model`` (a name or a GGUF path) is the model an adapter was trained on."""
+    from engine.models import MODELS
+
+    if model == base:
+        return True
+    if model in MODELS:
+        return MODELS[model].filename == base_gguf.name
+    return Path(model).expanduser().resolve() == base_gguf.resolve()
+
+
+# --- the setting an adapter was trained for ---------------------------------------------------------
+
+# The explore settings that shape what a policy sees and may answer; an evaluation keeps them.
+TRAINED_SETTINGS = ("grammar", "max_tokens", "max_thought_chars")
+
+
+def trained_setting(db: Path, adapter_id: int) -> dict[str, Any]:
+    """The settings of the runs an adapter's data came from (the most common value of each).
+
+    Empty when the lineage is broken (a job trained from a bare JSONL file, a deleted dataset).
+    """
+    from collections import Counter
+
+    from engine.store import Store, StoreError
+
+    try:
+        store = Store(db, create=False)
+    except StoreError:
+        return {}
+    try:
+        adapter = store.adapter(adapter_id)
+        dataset_id = adapter.get("dataset_id")
+        if dataset_id is None:
+            return {}
+        run_ids = {row["run_id"] for row in store.dataset_examples(int(dataset_id))}
+        configs = [store.get_run(run_id)["config"] for run_id in sorted(run_ids)]
+    except StoreError:
+        return {}
+    finally:
+        store.close()
+    setting = {}
+    for name in TRAINED_SETTINGS:
+        values = Counter(_json_key(c[name]) for c in configs if name in c)
+        if values:
+            setting[name] = json.loads(values.most_common(1)[0][0])
+    return setting
+
+
+def _json_key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
