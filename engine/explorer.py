@@ -413,7 +413,7 @@ class Explorer:
             rollback_step=reflection.step,
             summary=reflection.summary,
         )
-        self._save_prefix(child, path[: reflection.step])
+        self._save_prefix(child, path[: reflection.step], live=not (failed or last.done))
         self._emit(
             "branch",
             run_id,
@@ -433,9 +433,10 @@ class Explorer:
                 return other.id
         return None
 
-    def _save_prefix(self, child: Branch, prefix: list[Node]) -> None:
-        """Keep the KV state of the child's shared history while the model's context still holds it."""
-        handle = self.backend.save_prefix(self._messages(prefix, self._guidance(child)))
+    def _save_prefix(self, child: Branch, prefix: list[Node], *, live: bool = False) -> None:
+        """Keep the KV state of the child's shared history while the model's context still holds it
+        (``live``: the episode goes on after this reflection, so its own cache must stay whole)."""
+        handle = self.backend.save_prefix(self._messages(prefix, self._guidance(child)), live=live)
         if handle is None:
             return
         self._prefixes[child.id] = handle

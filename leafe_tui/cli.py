@@ -320,7 +320,9 @@ def tree(
     if as_json:
         print_json(data)
         return
-    console.print(tree_renderable(data, compact=compact))
+    from engine.run_tree import RunTree
+
+    console.print(tree_renderable(RunTree.load(store, run), compact=compact))
     console.print(totals_line(data["totals"], data["run"]["config"].get("budget")))
 
 

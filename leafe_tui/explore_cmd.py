@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from rich.text import Text
 
 from engine.errors import LeafeError
 from engine.explorer import ExploreConfig, Explorer, ExplorerEvent
+from engine.run_tree import RunTree
 from engine.runtime import (
     SettingError,
     check_adapter_file,
@@ -26,7 +28,7 @@ from engine.runtime import (
     same_model,
 )
 from engine.specs import EnvSpec, ModelSpec
-from engine.store import RunBusy, Store
+from engine.store import Node, RunBusy, Store
 from leafe_tui.render import node_label, totals_line, tree_renderable
 
 
@@ -53,18 +55,22 @@ Job = tuple[str, dict[str, Any] | None]  # a task and, when resuming, the run th
 
 
 class LiveView:
-    """Redraws the run's tree and figures whenever the explorer commits something."""
+    """The run's tree and figures while the explorer commits: a RunTree updated one event at a time
+    (a row read per event, never the whole run), drawn by Live at its own refresh rate."""
 
     def __init__(self, store: Store, live: Live | None, console: Console) -> None:
         self.store = store
         self.live = live
         self.console = console
+        self.trees: dict[int, RunTree] = {}
+        self.drawings: dict[int, _LiveDrawing] = {}
 
     def __call__(self, event: ExplorerEvent) -> None:
         if self.live is not None:
-            data = self.store.tree(event.run_id)
-            budget = data["run"]["config"].get("budget")
-            self.live.update(Group(totals_line(data["totals"], budget), tree_renderable(data, compact=True)))
+            tree = self._update(event)
+            drawing = self.drawings.setdefault(event.run_id, _LiveDrawing(tree, self.store))
+            if self.live.renderable is not drawing:
+                self.live.update(drawing)
         elif event.kind == "node" and event.data["step"] > 0:  # step 0 is the first observation
             line = Text(f"run {event.run_id} branch #{event.data['branch_id']} ")
             self.console.print(line + node_label(event.data), highlight=False)
@@ -78,6 +84,31 @@ class LiveView:
             self.console.print(
                 f"run {event.run_id} reflection at node {data['node_id']}: {what}", highlight=False
             )
+
+    def _update(self, event: ExplorerEvent) -> RunTree:
+        tree = self.trees.get(event.run_id)
+        if tree is None:  # the run's first event (a resumed run: what it has so far)
+            tree = self.trees[event.run_id] = RunTree.load(self.store, event.run_id)
+            return tree
+        if event.kind == "node":
+            tree.add_node(Node(**event.data))
+        elif event.kind == "branch":
+            tree.set_branch(self.store.branch(event.data["id"]))
+        elif event.kind == "run" and "status" in event.data:
+            tree.run["status"] = event.data["status"]
+        return tree
+
+
+class _LiveDrawing:
+    """Rendered by Rich when the Live refreshes (at most a few times a second), not at every event."""
+
+    def __init__(self, tree: RunTree, store: Store) -> None:
+        self.tree, self.store = tree, store
+
+    def __rich__(self) -> Group:
+        totals = self.store.run_totals(self.tree.run_id)
+        budget = self.tree.run["config"].get("budget")
+        return Group(totals_line(totals, budget), tree_renderable(self.tree, compact=True))
 
 
 def resumable_run(
@@ -214,7 +245,7 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
             with (
                 Live(console=console, refresh_per_second=4, transient=False)
                 if interactive
-                else _Null() as live
+                else contextlib.nullcontext() as live
             ):
                 view = LiveView(store, live if interactive else None, err if request.as_json else console)
                 explorer = Explorer(store, backend, envs[task], config, on_event=view)
@@ -247,7 +278,7 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
     for run_id in run_ids:
         data = store.tree(run_id)
         if not interactive:
-            console.print(tree_renderable(data))
+            console.print(tree_renderable(RunTree.load(store, run_id)))
         console.print(totals_line(data["totals"], data["run"]["config"].get("budget")))
     console.print(f"database: {store.path}  (leafe tree {run_ids[-1]} --db {store.path})", highlight=False)
     return 0
@@ -260,11 +291,3 @@ def _one_line(exc: BaseException) -> str:
 def _last_run(store: Store) -> int | str:
     runs = store.list_runs()
     return runs[-1]["id"] if runs else "RUN"
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

@@ -89,7 +89,7 @@ class PlaySession:
                     break
                 text = queue.pop(0)
             else:
-                text = _read_action(console, multiline=self.env.action_grammar() is None)
+                text = _read_action(console, multiline=self.env.free_text_action)
                 if text is None:
                     break
             step += 1

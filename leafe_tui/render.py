@@ -9,6 +9,8 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from engine.run_tree import RunTree
+from engine.store import Branch
 from leafe_tui.display_text import short_line, step_summary
 from leafe_tui.styles import status_style
 
@@ -83,14 +85,14 @@ def branch_label(branch: dict[str, Any]) -> Text:
     return label
 
 
-def tree_renderable(data: dict[str, Any], *, compact: bool = False) -> Tree:
-    """A Rich tree of one run (``Store.tree`` data).
+def tree_renderable(tree: RunTree, *, compact: bool = False) -> Tree:
+    """A Rich tree of one run.
 
     Full form: episodes, one line per step, branches nested under the step they roll back from.
     Compact form (the live view): one line of step glyphs per episode, branches nested under the
     episode they came from, so a growing run stays on one screen.
     """
-    run = data["run"]
+    run = tree.run
     root = Tree(
         Text.assemble(
             (f"run {run['id']} ", "bold"),
@@ -99,39 +101,31 @@ def tree_renderable(data: dict[str, Any], *, compact: bool = False) -> Tree:
             (run["status"], status_style(run["status"])),
         )
     )
-    nodes_by_branch: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for node in data["nodes"]:
-        if node["step"] > 0:
-            nodes_by_branch[node["branch_id"]].append(node)
-    forks: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    children: dict[int | None, list[dict[str, Any]]] = defaultdict(list)
-    for branch in data["branches"]:
-        forks[branch["from_node_id"]].append(branch)
-        children[branch["parent_branch_id"]].append(branch)
-    root_node = next((n for n in data["nodes"] if n["step"] == 0), None)
-    by_id = {n["id"]: n for n in data["nodes"]}
+    children: dict[int | None, list[Branch]] = defaultdict(list)
+    for branch in sorted(tree.branches.values(), key=lambda b: b.id):
+        children[branch.parent_branch_id].append(branch)
 
-    def add_branch(parent: Tree, branch: dict[str, Any]) -> None:
-        subtree = parent.add(branch_label(branch))
-        nodes = nodes_by_branch.get(branch["id"], [])
+    def add_branch(parent: Tree, branch: Branch) -> None:
+        subtree = parent.add(branch_label(branch.__dict__))
+        nodes = [n.__dict__ for n in tree.branch_nodes(branch.id)]
         if compact:
             if nodes:
                 subtree.add(steps_strip(nodes))
-            for child in children.get(branch["id"], []):
+            for child in children.get(branch.id, []):
                 add_branch(subtree, child)
             return
         for node in nodes:
-            parent = by_id.get(node["parent_id"])
-            child = subtree.add(node_label(node, parent["action"] if parent else None))
-            for fork in forks.get(node["id"], []):
-                add_branch(child, fork)
+            parent_node = tree.nodes.get(node["parent_id"]) if node["parent_id"] is not None else None
+            child = subtree.add(node_label(node, parent_node.action if parent_node else None))
+            for fork in tree.forks.get(node["id"], []):
+                add_branch(child, tree.branches[fork])
 
     if compact:
         for branch in children.get(None, []):
             add_branch(root, branch)
-    elif root_node is not None:
-        for branch in forks.get(root_node["id"], []):
-            add_branch(root, branch)
+    elif tree.root_id is not None:
+        for fork in tree.forks.get(tree.root_id, []):
+            add_branch(root, tree.branches[fork])
     return root
 
 

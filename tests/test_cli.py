@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -189,3 +190,68 @@ def test_plain_live_view_prints_one_line_per_step_and_reflection(tmp_path: Path)
     steps = [line for line in lines if " branch #" in line and "reflection" not in line]
     assert len(steps) == len([n for n in store.nodes(1) if n.step > 0]) == 4
     assert any("reflection at node" in line and "roll back to step 2" in line for line in lines)
+
+
+def test_play_reads_a_code_action_over_several_lines(tmp_path: Path) -> None:
+    """A program is typed over several lines and ends with a lone dot (it was one line per action)."""
+    tasks = tmp_path / "mine.jsonl"
+    tasks.write_text(
+        json.dumps(
+            {
+                "id": "add",
+                "title": "Add",
+                "statement": "Read a and b, print a+b.",
+                "examples": [{"input": "1 2\n", "output": "3\n"}],
+                "tests": [{"input": "5 7\n", "output": "12\n"}],
+            }  # fmt: skip
+        )
+        + "\n"
+    )
+    program = "a, b = map(int, input().split())\nprint(a + b)\n.\n"
+    result = invoke("play", "code/file/add", "--tasks-file", str(tasks), input=program)
+    assert result.exit_code == 0, result.output
+    assert "passed the visible examples and all 1 hidden tests" in result.output
+
+
+def test_live_view_grows_its_tree_without_rereading_the_run(tmp_path: Path) -> None:
+    """The live tree is updated one event at a time (it re-read the whole run at every event) and
+    ends exactly as the finished run's tree."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from engine.run_tree import RunTree
+    from leafe_tui.explore_cmd import LiveView
+    from leafe_tui.render import tree_renderable
+
+    store = Store(tmp_path / "live.db")
+    whole_run_reads = []
+    for name in ("nodes", "tree"):
+        original = getattr(store, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            whole_run_reads.append(_name)
+            return _original(*args, **kwargs)
+
+        setattr(store, name, counted)
+    console = Console(record=True, width=200, file=io.StringIO())
+    with Live(console=console, auto_refresh=False) as live:
+        view = LiveView(store, live, console)
+        backend = ScriptedBackend(reply_fn=_letters_with_one_rollback)
+        explorer = Explorer(store, backend, PathTestEnv(), ExploreConfig(budget=3), on_event=view)
+        explorer.start("path/abc", "scripted")
+        events_seen = len(whole_run_reads)
+        drawn = Console(record=True, width=200, file=io.StringIO())
+        drawn.print(view.drawings[1])
+    final = Console(record=True, width=200, file=io.StringIO())
+    final.print(tree_renderable(RunTree.load(store, 1), compact=True))
+    assert final.export_text() in drawn.export_text()
+    explorer_reads = whole_run_reads[:events_seen]
+    assert explorer_reads.count("tree") == 0  # no whole-run dict per event
+    assert explorer_reads.count("nodes") <= 1  # the one load when the run's first event came
+
+
+def _letters_with_one_rollback(messages):
+    if is_reflection(messages):
+        return reflect(2, "at step 2 write the letter b")
+    step = sum(1 for m in messages if m["role"] == "assistant") + 1
+    return act("x" if step == 2 and not guided(messages) else "abc"[step - 1])

@@ -70,6 +70,28 @@ def test_restored_branch_evaluates_fewer_tokens_than_a_cold_start(backend: Llama
     assert restored.text == cold.text  # the restored KV is the same state, not an approximation
 
 
+def test_a_save_in_the_middle_of_an_episode_leaves_its_cache_whole(backend: LlamaCppBackend) -> None:
+    """A periodic reflection queues a branch while its episode goes on: the save must not truncate
+    the live cache (the next step would evaluate everything after the rollback point again)."""
+    trunk = trajectory_messages(HELP, "a grid", history(4))
+    branch = trajectory_messages(HELP, "a grid", history(1))
+    greedy(backend, trunk)
+    saved = backend.save_prefix(branch, live=True)
+    assert saved is not None
+    goes_on = greedy(backend, trajectory_messages(HELP, "a grid", history(5)))
+    assert goes_on.cached_tokens >= backend_prompt_tokens(backend, trunk) - 8  # nothing re-read
+    greedy(backend, trajectory_messages(HELP, "another task entirely", []))
+    backend.restore_prefix(saved)
+    restored = greedy(backend, branch)
+    backend.llm.reset()
+    cold = greedy(backend, branch)
+    assert restored.cached_tokens >= len(saved.tokens) and restored.text == cold.text
+
+
+def backend_prompt_tokens(backend: LlamaCppBackend, messages) -> int:
+    return len(backend.tokens(messages))
+
+
 def test_no_cache_mode_evaluates_everything(tmp_path) -> None:
     plain = LlamaCppBackend(resolve_model(TEST_MODEL), n_ctx=2048, reuse_prefix=False)
     try:
@@ -95,8 +117,8 @@ class RealActionsScriptedReflections(ModelBackend):
             return self.reflections.complete(messages, **kwargs)
         return self.real.complete(messages, **kwargs)
 
-    def save_prefix(self, messages):
-        return self.real.save_prefix(messages)
+    def save_prefix(self, messages, *, live=False):
+        return self.real.save_prefix(messages, live=live)
 
     def restore_prefix(self, handle) -> None:
         self.real.restore_prefix(handle)

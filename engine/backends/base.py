@@ -71,14 +71,15 @@ class ModelBackend(ABC):
     ) -> Completion:
         """Generate the assistant's next reply to ``messages``."""
 
-    def save_prefix(self, messages: list[Message]) -> Any | None:
+    def save_prefix(self, messages: list[Message], *, live: bool = False) -> Any | None:
         """Keep the cached state shared by the current context and ``messages`` for a later call.
 
         The explorer calls this when it queues a branch, while the model's context still holds the
         history the branch starts from; ``restore_prefix`` brings that state back when the branch
-        runs, so the history is not evaluated again. Backends without a cache return None.
+        runs, so the history is not evaluated again. ``live``: the context's own trajectory goes on
+        (a periodic reflection), so saving must not disturb it. Backends without a cache return None.
         """
-        del messages
+        del messages, live
         return None
 
     def restore_prefix(self, handle: Any) -> None:

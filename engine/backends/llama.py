@@ -308,7 +308,14 @@ class LlamaCppBackend(ModelBackend):
         )
 
     # --- prefix states ---------------------------------------------------------------------
-    def save_prefix(self, messages: list[Message]) -> SavedPrefix | None:
+    def save_prefix(self, messages: list[Message], *, live: bool = False) -> SavedPrefix | None:
+        """Copy the KV cells of the prefix ``messages`` share with the context.
+
+        When the context's trajectory has ended (``live`` false) the cells after the prefix are
+        dropped first, so only the prefix is copied. When it goes on (a periodic reflection in the
+        middle of an episode) the live cells are left alone and the whole sequence is copied; the
+        restore drops what lies past the prefix, so the continuing episode re-evaluates nothing.
+        """
         if not self.reuse_prefix:
             return None
         import llama_cpp
@@ -317,11 +324,10 @@ class LlamaCppBackend(ModelBackend):
         shared = min(common_prefix_length(self.llm._input_ids, tokens), len(tokens) - 1)
         if shared < MIN_PREFIX_TO_SAVE:
             return None
-        # Drop the cells after the shared prefix first so only the prefix is copied; the
-        # trajectory they belonged to has ended (the explorer saves prefixes when a branch ends).
-        self.llm._ctx.kv_cache_seq_rm(0, shared, -1)
-        self.llm.n_tokens = shared
-        self.llm._requires_eval = True
+        if not live:
+            self.llm._ctx.kv_cache_seq_rm(0, shared, -1)
+            self.llm.n_tokens = shared
+            self.llm._requires_eval = True
         ctx = self.llm._ctx.ctx
         size = llama_cpp.llama_state_seq_get_size(ctx, 0)
         buffer = (ctypes.c_uint8 * size)()
@@ -342,6 +348,7 @@ class LlamaCppBackend(ModelBackend):
         if llama_cpp.llama_state_seq_set_data(self.llm._ctx.ctx, buffer, len(handle.kv), 0) == 0:
             return  # could not load: the next call simply evaluates the whole prompt
         n = len(handle.tokens)
+        self.llm._ctx.kv_cache_seq_rm(0, n, -1)  # a copy taken mid-episode holds cells past the prefix
         self.llm.input_ids[:n] = handle.tokens
         self.llm.n_tokens = n
 

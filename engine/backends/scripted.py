@@ -72,7 +72,7 @@ class ScriptedBackend(ModelBackend):
             raise BackendError("the scripted backend's replies must be a JSON list of strings")
         return cls(replies)
 
-    def save_prefix(self, messages: list[Message]) -> Any | None:
+    def save_prefix(self, messages: list[Message], *, live: bool = False) -> Any | None:
         words = _words(messages)
         shared = common_prefix_length(words, self._context)
         return list(self._context[:shared])

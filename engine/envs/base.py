@@ -66,12 +66,14 @@ class Environment(ABC):
     """Base class of an interactive, deterministic, text-based environment.
 
     Subclasses set ``name`` (the task id prefix), ``max_steps`` (steps per episode) and
-    ``action_help`` (one paragraph telling the model what a legal action looks like).
+    ``action_help`` (one paragraph telling the model what a legal action looks like);
+    ``free_text_action`` says an action spans lines (a program), not one command.
     """
 
     name: ClassVar[str]
     max_steps: ClassVar[int]
     action_help: ClassVar[str]
+    free_text_action: ClassVar[bool] = False
 
     @abstractmethod
     def tasks(self) -> list[Task]:

@@ -115,6 +115,7 @@ class CodeEnv(Environment):
 
     name = ENV_NAME
     max_steps = 4
+    free_text_action = True  # a whole program: `leafe play` reads it over several lines
     action_help = (
         "Your action is a complete Python 3 solution: for a stdin/stdout task the whole program (read "
         "standard input, print the answer), for a function task the whole function with the imports and "
