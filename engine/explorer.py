@@ -19,13 +19,14 @@ import threading
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.actions import action_grammar, parse_action, parse_reflection, reflection_grammar
 from engine.backends.base import Completion, ModelBackend
 from engine.envs.base import Environment
 from engine.errors import LeafeError, SettingError
+from engine.events import BranchChanged, ExplorerEvent, NodeCommitted, ReflectionMade, RunChanged
 from engine.prompts import PromptTexts, Turn, guidance_by_step, reflection_messages, trajectory_messages
 from engine.specs import EnvSpec, ModelSpec
 from engine.store import Branch, Node, Store
@@ -71,15 +72,6 @@ class ExploreConfig:
                 raise SettingError(f"the sampling {name} must be 0 or more, not {value}")
         if self.max_thought_chars < 0:
             raise SettingError(f"max_thought_chars must be 0 or more, not {self.max_thought_chars}")
-
-
-@dataclass(frozen=True)
-class ExplorerEvent:
-    """Something the explorer just committed, for live views. ``kind``: node, reflection, branch, run."""
-
-    kind: str
-    run_id: int
-    data: dict[str, Any] = field(default_factory=dict)
 
 
 class ReplayMismatch(LeafeError, RuntimeError):
@@ -152,9 +144,9 @@ class Explorer:
             env_spec=(env_spec or EnvSpec(self.env.name)).to_json(),
             prompts=self.texts.to_json(),
         )
-        self._emit("run", run_id, status="running", task_id=task_id)
-        self._emit("branch", run_id, id=root.branch_id, status="running")
-        self._emit("node", run_id, **root.__dict__)
+        self.on_event(RunChanged(run_id, "running", task_id))
+        self.on_event(BranchChanged(run_id, root.branch_id, "running"))
+        self.on_event(NodeCommitted(run_id, root))
         self._loop(run_id, task_id)
         return run_id
 
@@ -165,7 +157,7 @@ class Explorer:
         """
         run = self.store.claim_run(run_id)
         self._use_recorded_prompts(run)
-        self._emit("run", run_id, status="running", task_id=run["task_id"], resumed=True)
+        self.on_event(RunChanged(run_id, "running", run["task_id"], resumed=True))
         self._loop(run_id, run["task_id"])
         return run_id
 
@@ -204,7 +196,7 @@ class Explorer:
         if self.store.episodes_used(run_id) > self.config.budget:
             self.config.budget = self.store.episodes_used(run_id)
             self.store.set_run_config(run_id, asdict(self.config))
-        self._emit("branch", run_id, id=child.id, status="running", rebranch_of=source.id)
+        self.on_event(BranchChanged(run_id, child.id, "running", rebranch_of=source.id))
         self._loop(run_id, run["task_id"], only=child.id)
         return self.store.branch(child.id)
 
@@ -229,18 +221,18 @@ class Explorer:
                         self._skip_queued(run_id)
                         break
                     self.store.set_branch_status(branch.id, "running")
-                    self._emit("branch", run_id, id=branch.id, status="running")
+                    self.on_event(BranchChanged(run_id, branch.id, "running"))
                 self._run_branch(run_id, task_id, self.store.branch(branch.id))
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             self.store.set_run_status(run_id, status, error=f"{type(exc).__name__}: {exc}")
-            self._emit("run", run_id, status=status)
+            self.on_event(RunChanged(run_id, status))
             raise
         status = (
             "stopped" if self.stop.is_set() or (only is not None and self._work_left(run_id)) else "finished"
         )
         self.store.set_run_status(run_id, status)
-        self._emit("run", run_id, status=status)
+        self.on_event(RunChanged(run_id, status))
 
     def _work_left(self, run_id: int) -> bool:
         """Whether a resume would still explore: a queued branch, or episodes left in the budget."""
@@ -256,7 +248,7 @@ class Explorer:
         for branch in self.store.branches(run_id):
             if branch.status == "queued":
                 self.store.set_branch_status(branch.id, "skipped", outcome="budget spent")
-                self._emit("branch", run_id, id=branch.id, status="skipped")
+                self.on_event(BranchChanged(run_id, branch.id, "skipped", outcome="budget spent"))
 
     # --- one episode -------------------------------------------------------------------------
     def _run_branch(self, run_id: int, task_id: str, branch: Branch) -> None:
@@ -290,7 +282,7 @@ class Explorer:
 
     def _finish(self, run_id: int, branch: Branch, outcome: str) -> None:
         self.store.set_branch_status(branch.id, "done", outcome)
-        self._emit("branch", run_id, id=branch.id, status="done", outcome=outcome)
+        self.on_event(BranchChanged(run_id, branch.id, "done", outcome=outcome))
 
     def _replay(self, task_id: str, path: list[Node]) -> None:
         """Reset the environment and replay the path's actions, checking every observation."""
@@ -348,7 +340,7 @@ class Explorer:
             success=result.success,
             **_cost(completion),
         )
-        self._emit("node", run_id, **node.__dict__)
+        self.on_event(NodeCommitted(run_id, node))
         return node
 
     def _reflect(
@@ -389,15 +381,10 @@ class Explorer:
             note=note,
             **_cost(completion),
         )
-        self._emit(
-            "reflection",
-            run_id,
-            id=reflection_id,
-            node_id=last.id,
-            rollback_step=reflection.step,
-            summary=reflection.summary,
-            parse_error=reflection.error,
-            note=note,
+        self.on_event(
+            ReflectionMade(
+                run_id, reflection_id, last.id, reflection.step, reflection.summary, reflection.error, note
+            )
         )
         if not reflection.wants_rollback or note is not None:
             return
@@ -414,14 +401,15 @@ class Explorer:
             summary=reflection.summary,
         )
         self._save_prefix(child, path[: reflection.step], live=not (failed or last.done))
-        self._emit(
-            "branch",
-            run_id,
-            id=child.id,
-            status="queued",
-            rollback_step=reflection.step,
-            summary=reflection.summary,
-            parent_branch_id=branch.id,
+        self.on_event(
+            BranchChanged(
+                run_id,
+                child.id,
+                "queued",
+                rollback_step=reflection.step,
+                summary=reflection.summary,
+                parent_branch_id=branch.id,
+            )
         )
 
     def _same_branch(self, path: list[Node], step: int | None, summary: str) -> int | None:
@@ -442,9 +430,6 @@ class Explorer:
         self._prefixes[child.id] = handle
         while len(self._prefixes) > self._max_saved_prefixes:
             self._prefixes.popitem(last=False)
-
-    def _emit(self, kind: str, run_id: int, /, **data: Any) -> None:
-        self.on_event(ExplorerEvent(kind, run_id, data))
 
 
 def _cost(completion: Completion) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from rich.live import Live
 from rich.text import Text
 
 from engine.errors import LeafeError
-from engine.explorer import ExploreConfig, Explorer, ExplorerEvent
+from engine.events import BranchChanged, ExplorerEvent, NodeCommitted, ReflectionMade, RunChanged
+from engine.explorer import ExploreConfig, Explorer
 from engine.run_tree import RunTree
 from engine.runtime import (
     SettingError,
@@ -28,7 +29,7 @@ from engine.runtime import (
     same_model,
 )
 from engine.specs import EnvSpec, ModelSpec
-from engine.store import Node, RunBusy, Store
+from engine.store import RunBusy, Store
 from leafe_tui.render import node_label, totals_line, tree_renderable
 
 
@@ -71,18 +72,17 @@ class LiveView:
             drawing = self.drawings.setdefault(event.run_id, _LiveDrawing(tree, self.store))
             if self.live.renderable is not drawing:
                 self.live.update(drawing)
-        elif event.kind == "node" and event.data["step"] > 0:  # step 0 is the first observation
-            line = Text(f"run {event.run_id} branch #{event.data['branch_id']} ")
-            self.console.print(line + node_label(event.data), highlight=False)
-        elif event.kind == "reflection":
-            data = event.data
-            what = data["parse_error"] or (
-                f"roll back to step {data['rollback_step']}: {data['summary']}"
-                if data["rollback_step"]
+        elif isinstance(event, NodeCommitted) and event.node.step > 0:  # step 0: the first observation
+            line = Text(f"run {event.run_id} branch #{event.node.branch_id} ")
+            self.console.print(line + node_label(event.node.__dict__), highlight=False)
+        elif isinstance(event, ReflectionMade):
+            what = event.parse_error or (
+                f"roll back to step {event.rollback_step}: {event.summary}"
+                if event.rollback_step
                 else "no rollback"
             )
             self.console.print(
-                f"run {event.run_id} reflection at node {data['node_id']}: {what}", highlight=False
+                f"run {event.run_id} reflection at node {event.node_id}: {what}", highlight=False
             )
 
     def _update(self, event: ExplorerEvent) -> RunTree:
@@ -90,12 +90,12 @@ class LiveView:
         if tree is None:  # the run's first event (a resumed run: what it has so far)
             tree = self.trees[event.run_id] = RunTree.load(self.store, event.run_id)
             return tree
-        if event.kind == "node":
-            tree.add_node(Node(**event.data))
-        elif event.kind == "branch":
-            tree.set_branch(self.store.branch(event.data["id"]))
-        elif event.kind == "run" and "status" in event.data:
-            tree.run["status"] = event.data["status"]
+        if isinstance(event, NodeCommitted):
+            tree.add_node(event.node)
+        elif isinstance(event, BranchChanged):
+            tree.set_branch(self.store.branch(event.branch_id))
+        elif isinstance(event, RunChanged):
+            tree.run["status"] = event.status
         return tree
 
 

@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from engine.backends.scripted import ScriptedBackend
+from engine.events import BranchChanged
 from engine.explorer import ExploreConfig, Explorer
 from engine.store import Store
 from tests.doubles import PathTestEnv, act, guided, is_reflection, reflect
@@ -259,7 +260,7 @@ def test_rebranch_leaves_a_run_with_queued_work_resumable(store: Store) -> None:
     stop = threading.Event()
 
     def stop_when_queued(event) -> None:
-        if event.kind == "branch" and event.data.get("status") == "queued":
+        if isinstance(event, BranchChanged) and event.status == "queued":
             stop.set()
 
     backend = ScriptedBackend(reply_fn=letter_policy("abc"))

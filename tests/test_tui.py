@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from engine.backends.base import BackendError
 from engine.backends.scripted import ScriptedBackend
+from engine.events import NodeCommitted
 from engine.explorer import ExploreConfig, Explorer
 from engine.specs import ModelSpec
 from engine.store import Store
@@ -346,7 +347,7 @@ def test_rebranch_explores_a_new_sibling_and_leaves_the_old_branch_alone(db: Pat
     assert (new.status, new.outcome) == ("done", "success")
     assert [n.action for n in after.branch_nodes(new.id)] == ["b", "c", "d"]
     assert after.get_run(1)["config"]["budget"] == 6  # one more episode, recorded
-    assert any(isinstance(m, ExplorerUpdate) and m.event.kind == "node" for m in messages)
+    assert any(isinstance(m, ExplorerUpdate) and isinstance(m.event, NodeCommitted) for m in messages)
 
 
 # --- review and filters ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from textual.worker import Worker as TextualWorker
 from textual.worker import WorkerState
 
 from engine.backends.base import ModelBackend
+from engine.events import RunChanged
 from engine.store import Store, StoreError
 from leafe_tui.app import keys
 from leafe_tui.app.commands import LeafeCommands
@@ -173,8 +174,8 @@ class LeafeApp(App[None]):
         screens = self.run_screens(event.run_id)
         for screen in screens:
             screen.apply_event(event)
-        if event.kind == "run":
-            if not screens and self._follow_new_run and event.data.get("status") == "running":
+        if isinstance(event, RunChanged):
+            if not screens and self._follow_new_run and event.status == "running":
                 self._follow_new_run = False
                 if isinstance(self.screen, RunsScreen):
                     self.open_run(event.run_id)

@@ -11,8 +11,8 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Tree
 
-from engine.explorer import ExplorerEvent
-from engine.store import Branch, Node, Store, StoreError
+from engine.events import BranchChanged, ExplorerEvent, NodeCommitted, ReflectionMade, RunChanged
+from engine.store import Branch, Store, StoreError
 from leafe_tui.app import keys
 from leafe_tui.app.compare import CompareScreen
 from leafe_tui.app.inspector import Inspector
@@ -110,25 +110,25 @@ class RunScreen(Screen[None]):
 
     def _fold(self, event: ExplorerEvent) -> tuple[list[Key], set[Key], bool]:
         """Update the index: keys of new entries (parents first), keys to relabel, whether to rebuild."""
-        index, data = self.index, event.data
+        index = self.index
         new: list[Key] = []
         touched: set[Key] = set()
         reset = False
-        if event.kind == "node":
-            node = Node(**data)
+        if isinstance(event, NodeCommitted):
+            node = event.node
             if node.branch_id not in index.branches:
                 reset = self._fold_branch(self.store.branch(node.branch_id), new, touched)
             if index.add_node(node):
                 new.append(node_key(node.id))
                 touched.add(branch_key(node.branch_id))
-        elif event.kind == "branch":
-            reset = self._fold_branch(self.store.branch(data["id"]), new, touched)
-        elif event.kind == "reflection":
-            row = self.store.reflection_for(data["node_id"])
+        elif isinstance(event, BranchChanged):
+            reset = self._fold_branch(self.store.branch(event.branch_id), new, touched)
+        elif isinstance(event, ReflectionMade):
+            row = self.store.reflection_for(event.node_id)
             if row is not None:
                 index.add_reflection(row)
                 touched.add(node_key(row["node_id"]))
-        elif event.kind == "run":
+        elif isinstance(event, RunChanged):
             run = self.store.get_run(self.run_id)
             run["status"] = Store.effective_status(run)
             index.run = run

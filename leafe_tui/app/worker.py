@@ -19,7 +19,8 @@ from textual.message import Message
 from engine.backends.base import ModelBackend
 from engine.envs.base import Environment
 from engine.errors import LeafeError
-from engine.explorer import ExploreConfig, Explorer, ExplorerEvent
+from engine.events import ExplorerEvent, NodeCommitted
+from engine.explorer import ExploreConfig, Explorer
 from engine.runtime import run_env_spec, run_model_spec
 from engine.specs import EnvSpec, ModelSpec
 from engine.store import Store
@@ -170,7 +171,7 @@ class _Progress:
         self.steps = 0
 
     def __call__(self, event: ExplorerEvent) -> None:
-        if event.kind == "node" and event.data.get("step", 0) > 0:
+        if isinstance(event, NodeCommitted) and event.node.step > 0:
             self.steps += 1
         used = self.store.episodes_used(event.run_id)
         budget = max(self.budget, used)
