@@ -56,11 +56,11 @@ class ExploreConfig:
 
     def validate(self) -> None:
         if self.budget < 1:
-            raise SettingError("--budget must be at least 1 episode")
+            raise SettingError("the attempt budget must be at least 1 episode")
         if self.max_depth < 0:
-            raise SettingError("--max-depth must be 0 or more")
+            raise SettingError("the deepest branch level must be 0 or more")
         if self.reflect_every < 1:
-            raise SettingError("--reflect-every must be at least 1 step")
+            raise SettingError("reflecting every K steps needs K of at least 1")
         for name, value in (("max_tokens", self.max_tokens), ("reflect_max_tokens", self.reflect_max_tokens)):
             if value < 1:
                 raise SettingError(f"the reply length limit ({name}) must be at least 1 token, not {value}")

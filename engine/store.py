@@ -31,6 +31,7 @@ from typing import Any
 
 import sqlite_utils
 
+from engine.errors import NotFoundError
 from engine.store_base import StoreError, now
 from engine.training_records import TrainingRecords, create_training_tables
 
@@ -264,6 +265,10 @@ _MIGRATIONS = {2: _migrate_to_2, 3: create_training_tables, 4: _migrate_to_4, 5:
 _LEAFE_MARKERS = {"meta", "runs", "nodes", "branches"}
 
 
+class BranchNotFound(StoreError, NotFoundError):
+    """A branch id that is not in the database."""
+
+
 class RunBusy(StoreError):
     """A run is being explored by another live process (or one on another host that leafe cannot check)."""
 
@@ -350,10 +355,10 @@ class Store(TrainingRecords):
         """
         self.path = Path(path).expanduser()
         if self.path.is_dir():
-            raise StoreError(f"{self.path} is a folder; --db expects a database file path")
+            raise StoreError(f"{self.path} is a folder, not a database file")
         if not self.path.exists():
             if not create:
-                raise StoreError(f"no database at {self.path}: give --db the path of a leafe database")
+                raise StoreError(f"no database at {self.path}")
             self._make_folder()
         try:
             conn = sqlite3.connect(self.path, check_same_thread=False, timeout=LOCK_WAIT_SECONDS)
@@ -382,7 +387,7 @@ class Store(TrainingRecords):
             shown = ", ".join(sorted(tables)[:5]) + (", …" if len(tables) > 5 else "")
             raise StoreError(
                 f"{self.path} is not a leafe database (it holds other tables: {shown}); "
-                "leafe leaves it alone: give --db a new file or a leafe database"
+                "leafe leaves it alone: use a new file or a leafe database"
             )
         self._enable_wal()
         self.db.execute("PRAGMA foreign_keys = ON")
@@ -529,7 +534,7 @@ class Store(TrainingRecords):
             row = self.db["runs"].get(run_id)
         except sqlite_utils.db.NotFoundError:
             raise StoreError(
-                f"no run {run_id} in {self.path}: `leafe runs --db {self.path}` lists them"
+                f"no run {run_id} in {self.path}"
             ) from None
         row["config"] = json.loads(row["config"])
         return row
@@ -639,7 +644,10 @@ class Store(TrainingRecords):
         return self.branch(int(table.last_pk))
 
     def branch(self, branch_id: int) -> Branch:
-        return Branch.from_row(self.db["branches"].get(branch_id))
+        try:
+            return Branch.from_row(self.db["branches"].get(branch_id))
+        except sqlite_utils.db.NotFoundError:
+            raise BranchNotFound(f"no branch {branch_id} in {self.path}") from None
 
     def branches(self, run_id: int) -> list[Branch]:
         rows = self.db["branches"].rows_where("run_id = ?", [run_id], order_by="id")
@@ -741,9 +749,6 @@ class Store(TrainingRecords):
         table = self.db["reflections"]
         table.insert(values)
         return int(table.last_pk)
-
-    def reflection(self, reflection_id: int) -> dict[str, Any]:
-        return self.db["reflections"].get(reflection_id)
 
     def reflection_for(self, node_id: int) -> dict[str, Any] | None:
         return next(self.db["reflections"].rows_where("node_id = ?", [node_id], limit=1), None)

@@ -34,14 +34,14 @@ def review(
 
     Example: leafe review 3 5 --set approved
     """
-    from sqlite_utils.db import NotFoundError
+    from engine.errors import NotFoundError
 
     store = open_store(db)
     for branch_id in branches:
         try:
             store.branch(branch_id)
-        except NotFoundError:
-            raise fail(f"no branch {branch_id} in {store.path}: `leafe tree RUN` shows branch ids") from None
+        except NotFoundError as exc:
+            raise fail(f"{exc}: `leafe tree RUN` shows branch ids") from None
     try:
         for branch_id in branches:
             store.set_review(branch_id, state)

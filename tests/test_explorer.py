@@ -209,7 +209,7 @@ def test_settings_are_recorded_with_the_run(store: Store) -> None:
 
 
 def test_bad_settings_are_refused() -> None:
-    with pytest.raises(ValueError, match="--budget"):
+    with pytest.raises(ValueError, match="attempt budget"):
         ExploreConfig(budget=0).validate()
 
 

@@ -83,3 +83,11 @@ def test_not_a_database_and_missing_file_are_one_line_errors(tmp_path: Path) -> 
         Store(tmp_path / "missing.db", create=False)
     with pytest.raises(StoreError, match="is a folder"):
         Store(tmp_path)
+
+
+def test_an_unknown_branch_is_leafes_own_not_found_error(store: Store) -> None:
+    from engine.errors import LeafeError, NotFoundError
+
+    with pytest.raises(NotFoundError, match="no branch 42") as caught:
+        store.branch(42)
+    assert isinstance(caught.value, LeafeError)  # was sqlite-utils' own NotFoundError

@@ -309,7 +309,7 @@ def test_bad_settings_in_the_form_are_one_line_and_keep_it_open(
 
     run(body())
     errors = [n.message for n in notes(messages) if n.severity == "error"]
-    assert errors == ["epochs must be a whole number, not 'two'", "--epochs must be at least 1"]
+    assert errors == ["epochs must be a whole number, not 'two'", "the number of epochs must be at least 1"]
     assert started == []
 
 
@@ -416,7 +416,8 @@ def test_a_job_without_an_adapter_says_so(db: Path) -> None:
         async with make_app(db).run_test(size=SIZE, message_hook=messages.append) as pilot:
             screen = await open_training(pilot)
             assert str(screen.table.get_cell("1", "error")).startswith("TrainError: every example")
-            assert "longer than --max-seq-len 8" in str(screen.query_one("#job-details").render())
+            details = str(screen.query_one("#job-details").render())
+            assert "longer than --max-seq-len 8" in details
             await pilot.press("o")
             await pilot.pause()
             assert pilot.app.screen is screen

@@ -63,13 +63,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.rank >= 1, "--rank must be at least 1"),
-            (self.epochs >= 1, "--epochs must be at least 1"),
-            (self.lr > 0, "--lr must be positive"),
-            (self.beta >= 0, "--beta must be 0 or more"),
+            (self.rank >= 1, "the LoRA rank must be at least 1"),
+            (self.epochs >= 1, "the number of epochs must be at least 1"),
+            (self.lr > 0, "the learning rate must be positive"),
+            (self.beta >= 0, "β, the rehearsal loss weight, must be 0 or more"),
             (self.batch_size >= 1 and self.grad_accum >= 1, "batch size and accumulation must be at least 1"),
-            (0 <= self.eval_fraction < 1, "--eval-fraction must be in [0, 1)"),
-            (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
+            (0 <= self.eval_fraction < 1, "the held-out fraction must be in [0, 1)"),
+            (self.max_steps is None or self.max_steps >= 1, "the step limit must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -108,7 +108,8 @@ def choose_method(requested: str) -> str:
     if requested == "qlora":
         if not has_cuda:
             raise TrainError(
-                "QLoRA needs a CUDA GPU (4-bit bitsandbytes kernels) and this machine has none: use --lora"
+                "QLoRA needs a CUDA GPU (4-bit bitsandbytes kernels) and this machine has none: "
+                "train plain LoRA instead"
             )
         if not bitsandbytes_available():
             raise TrainError("QLoRA needs bitsandbytes: pip install 'leafe[qlora]'")
@@ -372,7 +373,7 @@ def run_job(store: Store, job_id: int, *, progress: Progress | None = None) -> d
         records = read_dataset(Path(job["dataset_path"]))
         items, dropped = prepare_items(records, template_for(base), config)
         if not items:
-            raise TrainError(f"every example is longer than --max-seq-len {config.max_seq_len}")
+            raise TrainError(f"every example is longer than the sequence limit ({config.max_seq_len} tokens)")
         train, held = split_items(items, config.eval_fraction, config.seed)
         store.update_job(job_id, phase="loading the model")
         model, device = load_model(base.hf_dir, job["method"], config)
@@ -428,7 +429,7 @@ def _train(
         job_id,
         phase="training",
         total_steps=total,
-        note=f"{dropped} examples longer than --max-seq-len left out" if dropped else None,
+        note=f"{dropped} examples longer than the sequence limit left out" if dropped else None,
     )
     pad_id = model.config.pad_token_id or model.config.eos_token_id or 0
     if isinstance(pad_id, list):

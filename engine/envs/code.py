@@ -40,11 +40,11 @@ from engine.envs.code_sources import (
     load_humaneval,
     load_tasks_file,
 )
+from engine.envs.suite_loader import SUITE_PREFIX
 from engine.errors import SettingError
 from engine.sandbox import Limits
 
 ENV_NAME = "code"
-SUITE_PREFIX = "suite/"
 DEFAULT_LIMITS = Limits()
 _CACHE_SIZE = 256
 _REPR_ADDRESS = re.compile(r"\bat 0x[0-9a-fA-F]{4,16}>")
