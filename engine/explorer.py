@@ -19,7 +19,7 @@ import threading
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from engine.actions import action_grammar, parse_action, parse_reflection, reflection_grammar
@@ -36,17 +36,29 @@ from engine.store import Branch, Node, Store
 class ExploreConfig:
     """Every setting of a run; recorded with the run in the store."""
 
-    budget: int = 8  # attempt budget: episodes (root, branches, restarts) per task
-    max_depth: int = 3  # deepest branch level (the root episode is depth 0)
-    reflect_every: int = 5  # K: periodic reflection every K steps of an unfinished episode
-    temperature: float = 0.7
-    reflect_temperature: float = 0.3
-    max_tokens: int = 512
-    reflect_max_tokens: int = 256
-    seed: int = 0
-    grammar: bool = True  # constrain replies with GBNF grammars (eval's default too: engine.rollout)
-    max_thought_chars: int = 400  # with the grammar: longest <think> part, so the action always fits
-    task_seed: int = 0  # passed to env.reset
+    budget: int = field(
+        default=8, metadata={"help": "Attempt budget: episodes per task (root, branches, restarts)."}
+    )
+    max_depth: int = field(
+        default=3, metadata={"help": "Deepest branch level (the first episode is level 0)."}
+    )
+    reflect_every: int = field(
+        default=5, metadata={"help": "K: reflect every K steps of an unfinished episode."}
+    )
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of actions."})
+    reflect_temperature: float = field(default=0.3, metadata={"help": "Sampling temperature of reflections."})
+    max_tokens: int = field(default=512, metadata={"help": "Reply length limit per step, in tokens."})
+    reflect_max_tokens: int = field(default=256, metadata={"help": "Reflection length limit, in tokens."})
+    seed: int = field(
+        default=0, metadata={"help": "Sampling seed of the run (each call's seed derives from it)."}
+    )
+    grammar: bool = field(
+        default=True, metadata={"help": "Constrain replies with a GBNF grammar (eval's default too)."}
+    )
+    max_thought_chars: int = field(
+        default=400, metadata={"help": "With the grammar: longest <think> part, so the action always fits."}
+    )
+    task_seed: int = field(default=0, metadata={"help": "Seed passed to the environment's reset."})
     adapter: str | None = None  # the GGUF LoRA the model ran with (recorded; the backend loads it)
 
     @classmethod

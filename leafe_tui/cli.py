@@ -7,17 +7,29 @@ resumable run.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from engine.envs.base import TaskNotFound
-from engine.store import Store, StoreError
-from leafe_tui import paths
+from engine.store import StoreError
+from leafe_tui import doctor_cmd, eval_cmd, paths, stage2_cli
+from leafe_tui.cli_common import (
+    BackendOption,
+    DbOption,
+    JsonOption,
+    TasksFileOption,
+    config_default,
+    config_help,
+    console,
+    err,
+    fail,
+    has_terminal,
+    open_store,
+    print_json,
+)
 
 app = typer.Typer(
     name="leafe",
@@ -30,47 +42,6 @@ models_app = typer.Typer(help="Known GGUF models: list them, pull one into the c
 tasks_app = typer.Typer(help="Tasks of the environments.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(tasks_app, name="tasks")
-
-console = Console()
-err = Console(stderr=True, soft_wrap=True)
-
-DbOption = Annotated[
-    Path | None, typer.Option("--db", help="SQLite database file [default: $LEAFE_DB or the user data dir]")
-]
-TasksFileOption = Annotated[
-    Path | None, typer.Option("--tasks-file", help="JSONL file of your own code tasks (ids code/file/<id>)")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
-BackendOption = Annotated[
-    str,
-    typer.Option(
-        "--backend",
-        help="Model backend by registry name (llama.cpp; scripted: a test double reading replies from "
-        "the JSON list file given as --model).",
-    ),
-]
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one line on stderr and return the Exit to raise."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def has_terminal() -> bool:
-    """Whether stdin and stdout are a terminal, which the full-screen app needs."""
-    return sys.stdin.isatty() and sys.stdout.isatty()
-
-
-def open_store(db: Path | None, *, create: bool = False) -> Store:
-    try:
-        return Store(db or paths.default_db(), create=create)
-    except StoreError as exc:
-        raise fail(str(exc)) from None
 
 
 @app.callback()
@@ -198,23 +169,34 @@ def play(
 
 
 # --- explore --------------------------------------------------------------------------------
+def _opt(name: str, flag: str | None = None) -> Any:
+    """A ``leafe explore`` option whose help is the ExploreConfig field's own."""
+    from engine.explorer import ExploreConfig
+
+    return typer.Option(flag or "--" + name.replace("_", "-"), help=config_help(ExploreConfig, name))
+
+
+def _default(name: str) -> Any:
+    from engine.explorer import ExploreConfig
+
+    return config_default(ExploreConfig, name)
+
+
 @app.command()
 def explore(
     tasks: Annotated[list[str] | None, typer.Argument(help="Task ids to explore, one run each.")] = None,
     model: Annotated[str, typer.Option("--model", help="Known model name or path to a .gguf file.")] = "",
     backend: BackendOption = "llama.cpp",
     db: DbOption = None,
-    budget: Annotated[int, typer.Option(help="Attempt budget: episodes per task.")] = 8,
-    max_depth: Annotated[int, typer.Option("--max-depth", help="Deepest branch level.")] = 3,
-    reflect_every: Annotated[int, typer.Option("--reflect-every", help="K: reflect every K steps.")] = 5,
-    seed: Annotated[int, typer.Option(help="Sampling seed of the run.")] = 0,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature of actions.")] = 0.7,
-    reflect_temperature: Annotated[float, typer.Option("--reflect-temperature")] = 0.3,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Reply length limit per step.")] = 512,
-    grammar: Annotated[bool, typer.Option(help="Constrain replies with a GBNF grammar.")] = True,
-    max_thought_chars: Annotated[
-        int, typer.Option("--max-thought-chars", help="With --grammar: longest <think> part.")
-    ] = 400,
+    budget: Annotated[int, _opt("budget")] = _default("budget"),
+    max_depth: Annotated[int, _opt("max_depth")] = _default("max_depth"),
+    reflect_every: Annotated[int, _opt("reflect_every")] = _default("reflect_every"),
+    seed: Annotated[int, _opt("seed")] = _default("seed"),
+    temperature: Annotated[float, _opt("temperature")] = _default("temperature"),
+    reflect_temperature: Annotated[float, _opt("reflect_temperature")] = _default("reflect_temperature"),
+    max_tokens: Annotated[int, _opt("max_tokens")] = _default("max_tokens"),
+    grammar: Annotated[bool, _opt("grammar", "--grammar/--no-grammar")] = _default("grammar"),
+    max_thought_chars: Annotated[int, _opt("max_thought_chars")] = _default("max_thought_chars"),
     cache: Annotated[bool, typer.Option(help="Reuse the KV prefix across steps and branches.")] = True,
     n_ctx: Annotated[int, typer.Option("--n-ctx", help="llama.cpp context length.")] = 8192,
     resume: Annotated[int | None, typer.Option("--resume", help="Continue the interrupted run RUN.")] = None,
@@ -351,8 +333,9 @@ def tui(
         raise typer.Exit(code)
 
 
-# The Stage-2 verbs (review, dataset, train, jobs, adapters, eval) and doctor register themselves on ``app``.
-from leafe_tui import doctor_cmd, eval_cmd, stage2_cli  # noqa: E402, F401
+# The verbs of the other modules: Stage 2 (review, dataset, train, jobs, adapters), eval, doctor.
+for _module in (stage2_cli, eval_cmd, doctor_cmd):
+    _module.register(app)
 
 
 def main() -> None:  # pragma: no cover - console-script entry

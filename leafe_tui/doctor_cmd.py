@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from engine.doctor import FAIL, OK, Finding, Report, diagnose, setup_check
 from leafe_tui import paths
-from leafe_tui.cli import DbOption, JsonOption, app, console, err, fail, print_json
+from leafe_tui.cli_common import DbOption, JsonOption, console, err, fail, print_json
+
+_VERBS: list[tuple[str | None, Callable[..., Any]]] = []
+
+
+def _verb(name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a function as a top-level verb; ``register`` adds it to the app."""
+
+    def mark(function: Callable[..., Any]) -> Callable[..., Any]:
+        _VERBS.append((name, function))
+        return function
+
+    return mark
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's verbs to the ``leafe`` app (called once, by ``leafe_tui.cli``)."""
+    for name, function in _VERBS:
+        app.command(name)(function)
+
 
 _MARK = {OK: "[green]✓[/]", "warn": "[yellow]![/]", FAIL: "[bold red]✗[/]"}
 
@@ -45,7 +65,7 @@ def _first_failure(report: Report) -> Finding:
     return next(f for f in report.findings if f.status == FAIL)
 
 
-@app.command()
+@_verb()
 def doctor(
     db: DbOption = None,
     model: Annotated[
@@ -61,8 +81,10 @@ def doctor(
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Say whether this machine can run leafe: llama.cpp build and CPU, a real decode in a child
-    process, sandbox, cached models, torch/CUDA, database. Exit 0 when all is well, 1 when not.
+    """Say whether this machine can run leafe, and what to fix when it cannot.
+
+    Checks the llama.cpp build against the CPU, a real decode in a child process, the sandbox, the
+    cached models, torch/CUDA and the database. Exit 0 when all is well, 1 when not.
 
     Example: leafe doctor
     """

@@ -75,7 +75,7 @@ def test_play_shows_invalid_moves_in_json(tmp_path: Path) -> None:
         (("explore",), "at least one task"),
         (("explore", "sokoban/fixed-1", "--model", "no-such-model"), "unknown model"),
         (("explore", "sokoban/fixed-1", "--model", "/tmp/not-here.gguf"), "not-here.gguf"),
-        (("explore", "sokoban/fixed-1", "--budget", "0"), "--budget"),
+        (("explore", "sokoban/fixed-1", "--budget", "0"), "attempt budget"),
     ],
 )
 def test_user_mistakes_get_one_line_errors(args: tuple[str, ...], expected: str) -> None:

@@ -1,0 +1,80 @@
+"""What every ``leafe`` verb module shares: the consoles, the common options, one-line failures.
+
+Verb modules import from here (never from ``leafe_tui.cli``, which imports them) and expose a
+``register(app)`` that ``leafe_tui.cli`` calls: registration happens one way, in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from engine.errors import LeafeError
+from engine.store import Store, StoreError
+from leafe_tui import paths
+
+console = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+DbOption = Annotated[
+    Path | None, typer.Option("--db", help="SQLite database file [default: $LEAFE_DB or the user data dir]")
+]
+TasksFileOption = Annotated[
+    Path | None, typer.Option("--tasks-file", help="JSONL file of your own code tasks (ids code/file/<id>)")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+BackendOption = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="Model backend by registry name (llama.cpp; scripted: a test double reading replies from "
+        "the JSON list file given as --model).",
+    ),
+]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one line on stderr and return the Exit to raise."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def has_terminal() -> bool:
+    """Whether stdin and stdout are a terminal, which the full-screen app needs."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def open_store(db: Path | None, *, create: bool = False) -> Store:
+    try:
+        return Store(db or paths.default_db(), create=create)
+    except StoreError as exc:
+        raise fail(str(exc)) from None
+
+
+def fail_with(exc: BaseException, code: int = 2) -> typer.Exit:
+    """``fail`` for a caught error: a LeafeError's sentence and hint, anything else as it prints."""
+    return fail(exc.one_line() if isinstance(exc, LeafeError) else str(exc), code)
+
+
+def config_default(cls: type, name: str) -> Any:
+    """The default of a config dataclass field: CLI defaults are never written a second time."""
+    field = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    return field.default_factory()  # type: ignore[misc]
+
+
+def config_help(cls: type, name: str) -> str:
+    """The help text a config dataclass gives its field (``metadata={"help": …}``)."""
+    field = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return str(field.metadata.get("help", ""))
