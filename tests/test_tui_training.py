@@ -26,19 +26,20 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 import trainer.dataset
+import trainer.job_service
 import trainer.jobs
 from engine.backends.scripted import ScriptedBackend
 from engine.specs import ModelSpec
 from engine.store import Store
 from leafe_tui.app import LeafeApp
-from leafe_tui.app import training as training_screen
 from leafe_tui.app.loss_plot import LossPlot, plot_lines
 from leafe_tui.app.run_screen import RunScreen
 from leafe_tui.app.runs import RunsScreen
-from leafe_tui.app.training import TrainingScreen, choose_method_isolated
+from leafe_tui.app.training import TrainingScreen
 from leafe_tui.app.training_forms import AdapterDetails, ConfirmCancel, NewJobForm
 from leafe_tui.app.worker import WorkFinished
 from tests.doubles import PathTestEnv, explore_recovery, help_for, policy, rollback_branch, write_adapter
+from trainer.job_service import choose_method_isolated
 from trainer.train import TrainConfig, TrainError
 
 SIZE = (120, 40)
@@ -122,7 +123,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         return "lora"
 
     monkeypatch.setattr(trainer.jobs, "start_background", start_background_double)
-    monkeypatch.setattr(training_screen, "choose_method_isolated", choose_method_double)
+    monkeypatch.setattr(trainer.job_service, "choose_method_isolated", choose_method_double)
     return calls
 
 
