@@ -49,15 +49,20 @@ def _root(ctx: typer.Context) -> None:
     """Load defaults from the config file (see leafe_tui/config.py) before a verb parses its options."""
     import typer.main
 
-    from leafe_tui.config import ConfigError, load_default_map
+    from leafe_tui.config import ConfigError, Options, load_default_map
 
-    group = typer.main.get_command(app)
-    known = {
-        name: {p.name for p in command.params if p.name}
-        for name, command in group.commands.items()  # type: ignore[attr-defined]
-    }
+    def options(command: Any) -> Options:
+        params: dict[str, str] = {}
+        for param in command.params:
+            if param.name:  # the parameter's name (as_json) and its flag's (--json → json)
+                names = {param.name} | {
+                    o.lstrip("-").replace("-", "_") for o in param.opts if o.startswith("--")
+                }
+                params.update(dict.fromkeys(names, param.name))
+        return Options(params, {n: options(c) for n, c in getattr(command, "commands", {}).items()})
+
     try:
-        ctx.default_map = load_default_map(known)
+        ctx.default_map = load_default_map(options(typer.main.get_command(app)))
     except ConfigError as exc:
         raise fail(str(exc)) from None
 

@@ -45,16 +45,41 @@ def read_config(path: Path | None = None) -> tuple[Path | None, dict[str, Any]]:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def load_default_map(known: dict[str, set[str]]) -> dict[str, Any]:
-    """Read the config file into Click's ``default_map`` form; ``known`` maps verbs to their options."""
+class Options:
+    """What a command accepts in the config file: its options, and its subcommands' (a group)."""
+
+    def __init__(self, params: dict[str, str], commands: dict[str, Options] | None = None) -> None:
+        self.params = params  # key in the file (option name with underscores) -> parameter name
+        self.commands = commands or {}
+
+
+def load_default_map(known: Options) -> dict[str, Any]:
+    """Read the config file into Click's ``default_map`` form; ``known`` is the command tree.
+
+    A group's subcommands are nested tables: ``[dataset.build]``, ``[jobs.show]``.
+    """
     path, data = read_config()
-    default_map: dict[str, Any] = {}
-    for verb, values in data.items():
-        if verb not in known or not isinstance(values, dict):
-            raise ConfigError(f"{path}: unknown table [{verb}]; known: {', '.join(sorted(known))}")
-        options = {k: v for k, v in values.items() if k not in SUBTABLES.get(verb, set())}
-        unknown = set(options) - known[verb]
-        if unknown:
-            raise ConfigError(f"{path}: [{verb}] has unknown keys {', '.join(sorted(unknown))}")
-        default_map[verb] = options
-    return default_map
+    return _defaults(path, "", data, known)
+
+
+def _defaults(path: Path | None, where: str, values: dict[str, Any], node: Options) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    unknown = []
+    for key, value in values.items():
+        name = f"{where}.{key}" if where else key
+        if key in node.commands:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: [{name}] must be a table")
+            out[key] = _defaults(path, name, value, node.commands[key])
+        elif key in SUBTABLES.get(where, set()):
+            continue  # read by its owner (e.g. the TUI's [tui.keys])
+        elif key in node.params:
+            out[node.params[key]] = value
+        elif not where:
+            known = ", ".join(sorted(node.commands))
+            raise ConfigError(f"{path}: unknown table [{key}]; known: {known}")
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ConfigError(f"{path}: [{where}] has unknown keys {', '.join(sorted(unknown))}")
+    return out

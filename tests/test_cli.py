@@ -255,3 +255,19 @@ def _letters_with_one_rollback(messages):
         return reflect(2, "at step 2 write the letter b")
     step = sum(1 for m in messages if m["role"] == "assistant") + 1
     return act("x" if step == 2 and not guided(messages) else "abc"[step - 1])
+
+
+def test_config_file_reaches_the_verbs_of_groups(tmp_path: Path, monkeypatch) -> None:
+    """[dataset.list] and [models.list] set defaults too (only top-level verbs read the file before)."""
+    db = tmp_path / "runs.db"
+    _scripted_run(db)
+    config = tmp_path / "leafe.toml"
+    config.write_text(f'[dataset.list]\ndb = "{db}"\njson = true\n\n[models.list]\njson = true\n')
+    monkeypatch.setenv("LEAFE_CONFIG", str(config))
+    listed = invoke("dataset", "list")
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == []  # JSON (from the file) of the database named in the file
+    assert isinstance(json.loads(invoke("models", "list").stdout), list)
+    config.write_text("[dataset.build]\nrehersal_fraction = 0.5\n")
+    wrong = invoke("runs")
+    assert wrong.exit_code == 2 and "[dataset.build] has unknown keys rehersal_fraction" in wrong.output
