@@ -14,7 +14,6 @@ simply continues, and a node committed before a kill is neither lost nor repeate
 
 from __future__ import annotations
 
-import re
 import threading
 import zlib
 from collections import OrderedDict
@@ -24,7 +23,7 @@ from typing import Any
 
 from engine.actions import action_grammar, parse_action, parse_reflection, reflection_grammar
 from engine.backends.base import Completion, ModelBackend
-from engine.envs.base import Environment
+from engine.envs.base import Environment, without_addresses
 from engine.errors import LeafeError, SettingError
 from engine.events import BranchChanged, ExplorerEvent, NodeCommitted, ReflectionMade, RunChanged
 from engine.prompts import PromptTexts, Turn, guidance_by_step, reflection_messages, trajectory_messages
@@ -90,14 +89,9 @@ class ReplayMismatch(LeafeError, RuntimeError):
     """Replaying stored actions gave a different observation: the environment is not deterministic."""
 
 
-# A memory address as Python prints it in a repr (``<generator object f at 0x7f3a…>``): it differs
-# from process to process, so it cannot make a replay differ.
-_ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,16}\b")
-
-
 def same_observation(a: str, b: str) -> bool:
     """Whether a replayed observation matches the stored one, memory addresses aside."""
-    return a == b or _ADDRESS.sub("0x", a) == _ADDRESS.sub("0x", b)
+    return a == b or without_addresses(a) == without_addresses(b)
 
 
 def call_seed(*parts: object) -> int:
@@ -189,7 +183,7 @@ class Explorer:
             raise SettingError(f"branch {branch_id} is not a rollback branch; only those can be re-branched")
         if not summary.strip():
             raise SettingError("the experience summary is empty")
-        run = self.store.claim_run(run_id)
+        run = self.store.claim_run(run_id, finished_ok=True)
         self._use_recorded_prompts(run)
         child = self.store.add_branch(
             run_id,

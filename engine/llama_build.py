@@ -98,8 +98,9 @@ class BuildPlan:
     @property
     def key(self) -> str:
         if self.custom:
+            # a user's own options may include -march=native: such a wheel stays with this CPU too
             digest = hashlib.sha256(" ".join(self.cmake_args).encode()).hexdigest()[:10]
-            tail = f"custom-{digest}"
+            tail = f"custom-{digest}-{cpu_fingerprint()}"
         elif self.options == ("native",):
             tail = "native-" + cpu_fingerprint()
         else:

@@ -78,11 +78,13 @@ def run_env_spec(run: dict[str, Any], tasks_file: Path | None = None) -> EnvSpec
     return spec
 
 
-def env_spec_for(task_id: str, tasks_file: Path | None = None) -> EnvSpec:
-    """The spec of the environment a task belongs to (the task is checked to exist)."""
-    from engine.envs import env_for_task
+def env_spec_for(task_id: str, tasks_file: Path | None = None, *, check_task: bool = True) -> EnvSpec:
+    """The spec of the environment a task belongs to; the tasks file goes only to an environment that
+    takes one. ``check_task``: the task must exist (off where it was checked before)."""
+    from engine.envs import env_for_task, load_env
 
-    env = env_for_task(task_id, tasks_file=tasks_file)
+    name = task_id.partition("/")[0]
+    env = env_for_task(task_id, tasks_file=tasks_file) if check_task else load_env(name)
     takes_file = tasks_file is not None and "tasks_file" in inspect.signature(type(env)).parameters
     return EnvSpec(
         env.name, str(Path(tasks_file).expanduser().resolve()) if takes_file and tasks_file else None

@@ -533,9 +533,7 @@ class Store(TrainingRecords):
         try:
             row = self.db["runs"].get(run_id)
         except sqlite_utils.db.NotFoundError:
-            raise StoreError(
-                f"no run {run_id} in {self.path}"
-            ) from None
+            raise StoreError(f"no run {run_id} in {self.path}") from None
         row["config"] = json.loads(row["config"])
         return row
 
@@ -544,7 +542,7 @@ class Store(TrainingRecords):
             run_id, {"status": status, "error": error, "updated_at": now(), **this_process()}
         )
 
-    def claim_run(self, run_id: int, *, force: bool = False) -> dict[str, Any]:
+    def claim_run(self, run_id: int, *, force: bool = False, finished_ok: bool = False) -> dict[str, Any]:
         """Make this process the run's explorer (status running), atomically; returns the run as it was.
 
         Raises RunBusy when another live process explores it, so two resumes of one run cannot both
@@ -553,6 +551,8 @@ class Store(TrainingRecords):
         """
         with self._write_lock():
             run = self.get_run(run_id)
+            if run["status"] == "finished" and not finished_ok:  # checked under the lock: two resumes
+                raise StoreError(f"run {run_id} already finished; nothing to resume")
             if not force and self.effective_status(run) == "running" and not _owned_here(run):
                 raise RunBusy(f"run {run_id} is still being explored by {_owner(run)}")
             self.db["runs"].update(

@@ -215,3 +215,33 @@ def _nested(depth: int) -> list:
     for _ in range(depth):
         value = [value]
     return value
+
+
+DEEP_FORGER = """
+import json, os, sys
+harness = sys.modules["__main__"]
+for depth in range(960, 1000):
+    value = None
+    for _ in range(depth):
+        value = [value]
+    harness._results.write(json.dumps({"event": "loaded"}) + "\\n")
+    for i in range(3):
+        harness._results.write(json.dumps({"event": "start", "i": i}) + "\\n")
+        harness._results.write(json.dumps({"event": "value", "i": i, "value": value}) + "\\n")
+harness._results.flush()
+os._exit(0)
+"""
+
+
+def test_deeply_nested_forged_results_are_a_failure_not_a_crash(mode: str) -> None:
+    """Results nested just below JSON's parse limit crashed the checker hand-off (RecursionError)."""
+    problem = _problem("def check(candidate):\n    for i in range(40):\n        assert candidate(i) == i\n")
+    judgement = Judge(LIMITS).judge(problem, DEEP_FORGER)
+    assert not judgement.success and judgement.reward == 0.0
+
+
+def test_a_right_function_with_big_results_passes(mode: str) -> None:
+    """The results of a batch are not the program's output: the output cap must not fail them."""
+    problem = _problem("def check(candidate):\n    assert candidate(20000) == list(range(20000))\n")
+    judgement = Judge(LIMITS).judge(problem, "def f(n):\n    return list(range(n))\n")
+    assert judgement.success, judgement.feedback

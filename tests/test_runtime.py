@@ -128,3 +128,28 @@ def test_reflection_replies_are_scripted_too(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     (tree,) = json.loads(result.stdout)
     assert [b["outcome"] for b in tree["branches"]] == ["failure", "success"]
+
+
+def test_a_tasks_file_goes_only_to_the_environment_that_takes_one(tmp_path: Path) -> None:
+    """Exploring a Sokoban level and a tasks-file task together (the TUI's start job failed on it)."""
+    from engine.runtime import env_spec_for
+
+    tasks = tmp_path / "mine.jsonl"
+    tasks.write_text(json.dumps(TASKS) + "\n")
+    assert env_spec_for("sokoban/fixed-1", tasks) == EnvSpec("sokoban")
+    assert env_spec_for("code/file/add", tasks).tasks_file == str(tasks.resolve())
+    assert (
+        type(registry.open_env(env_spec_for("sokoban/fixed-1", tasks, check_task=False))).__name__
+        == "SokobanEnv"
+    )
+
+
+def test_a_finished_run_cannot_be_claimed_for_a_resume(store: Store) -> None:
+    """Checked under the write lock: a resume racing one that just finished must not explore it again."""
+    from engine.store import StoreError
+
+    run_id, _ = explore_recovery(store)
+    assert store.get_run(run_id)["status"] == "finished"
+    with pytest.raises(StoreError, match="already finished"):
+        store.claim_run(run_id)
+    assert store.claim_run(run_id, finished_ok=True)["status"] == "finished"  # a person's re-branch may

@@ -8,11 +8,21 @@ replaying an action prefix, so every environment must be deterministic given
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from engine.errors import LeafeError
+
+# A memory address as Python prints it in a repr (``<generator object f at 0x7f3a…>``): it differs
+# in every process, so feedback drops it and replays compare observations without it.
+_REPR_ADDRESS = re.compile(r"\bat 0x[0-9a-fA-F]{4,16}>")
+
+
+def without_addresses(text: str) -> str:
+    """``text`` with the memory addresses of printed reprs replaced by ``0x…``."""
+    return _REPR_ADDRESS.sub("at 0x…>", text)
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine import sandbox
-from engine.envs.base import Environment, ParsedAction, StepResult, Task, TaskNotFound
+from engine.envs.base import Environment, ParsedAction, StepResult, Task, TaskNotFound, without_addresses
 from engine.envs.code_judge import Judge, Judgement, extract_program
 from engine.envs.code_problem import CodeProblem
 from engine.envs.code_sources import (
@@ -47,12 +46,11 @@ from engine.sandbox import Limits
 ENV_NAME = "code"
 DEFAULT_LIMITS = Limits()
 _CACHE_SIZE = 256
-_REPR_ADDRESS = re.compile(r"\bat 0x[0-9a-fA-F]{4,16}>")
 
 
 def stable_feedback(text: str) -> str:
     """Feedback without the memory addresses of printed reprs, which differ in every process."""
-    return _REPR_ADDRESS.sub("at 0x…>", text)
+    return without_addresses(text)
 
 
 def _check_sandbox_setting() -> None:

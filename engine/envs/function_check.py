@@ -25,6 +25,7 @@ the same calls each time.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -317,6 +318,15 @@ print(json.dumps(main()))
 
 # ---------------------------------------------------------------------------------- the orchestration
 
+RESULTS_BYTES = 16 * 1024 * 1024  # a batch's results travel on stdout; the program's prints do not
+
+
+def results_limits(limits: Limits) -> Limits:
+    """The run's limits with room on stdout for the results (the output cap is for what a program
+    prints, and here its prints go to /dev/null): a correct function with big results must pass."""
+    return dataclasses.replace(limits, max_output_bytes=max(limits.max_output_bytes, RESULTS_BYTES))
+
+
 
 @dataclass
 class CheckOutcome:
@@ -358,7 +368,7 @@ def run_check(
         result = sandbox.run_python(
             candidate_program(entry_point),
             json.dumps({"mode": "calls", "calls": calls}),
-            limits=limits,
+            limits=results_limits(limits),
             extra_files={"solution.py": source, "prompt.py": problem_prompt},
             filename="leafe_harness.py",
         )
@@ -396,6 +406,11 @@ def _learn(
                 failures[key] = result
             return  # later calls were not reached: they go in the next batch
         if record["event"] == "value":
+            try:  # what the program wrote is checked here, before it travels on to the checker
+                plain_data.decode_plain(record.get("value"))
+            except (plain_data.NotPlainData, RecursionError):
+                known[key] = {"not_plain": "a value that is not plain data, or nested too deeply"}
+                continue
             known[key] = {"value": record.get("value")}
         elif record["event"] == "not_plain":
             known[key] = {"not_plain": str(record.get("what", "a value"))}
@@ -404,8 +419,6 @@ def _learn(
 
 
 def _outcome(answer: dict[str, Any], runs: int) -> CheckOutcome:
-    if "pending" in answer:
-        return CheckOutcome("pending", runs)
     if answer.get("passed"):
         return CheckOutcome("passed", runs)
     if "failed" in answer:
@@ -442,6 +455,10 @@ def _checker(
         "call_check": call_check,
         "known": known,
     }
+    try:
+        payload = json.dumps(spec)
+    except (RecursionError, ValueError) as exc:
+        return {"checker_error": f"the results could not be passed to the checker ({type(exc).__name__})"}
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONHASHSEED": "0", "LC_ALL": "C.UTF-8"}
     child = subprocess.Popen(
         [sys.executable, "-I", "-S", "-c", CHECKER],
@@ -453,7 +470,7 @@ def _checker(
         start_new_session=True,
     )
     try:
-        out, err = child.communicate(json.dumps(spec), timeout=timeout_s)
+        out, err = child.communicate(payload, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         os.killpg(child.pid, signal.SIGKILL)
         child.communicate()

@@ -21,7 +21,7 @@ from engine.envs.base import Environment
 from engine.errors import LeafeError
 from engine.events import ExplorerEvent, NodeCommitted
 from engine.explorer import ExploreConfig, Explorer
-from engine.runtime import run_env_spec, run_model_spec
+from engine.runtime import env_spec_for, run_env_spec, run_model_spec
 from engine.specs import EnvSpec, ModelSpec
 from engine.store import Store
 
@@ -139,7 +139,8 @@ class JobRunner:
             for task in job.tasks:
                 if self.stop.is_set():
                     return
-                env_spec = EnvSpec(task.partition("/")[0], job.tasks_file)
+                tasks_file = Path(job.tasks_file) if job.tasks_file else None
+                env_spec = env_spec_for(task, tasks_file, check_task=False)  # checked when the job was made
                 explorer = self._explorer(store, env_spec, config, spec)
                 if self.stop.is_set():
                     return
