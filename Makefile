@@ -14,21 +14,30 @@ DEFAULT_TASK ?= code/suite/digit-collapse
 TEST_MODEL := smollm2-135m
 DEFAULT_MODEL := qwen2.5-coder-0.5b
 
-.PHONY: setup engine sandbox run test lint clean
+.PHONY: setup venv engine sandbox run test lint clean
 
 setup: $(STAMP) engine sandbox
 
+# Two set-ups at once (make run and make test in two terminals) take turns: one lock for .venv.
+LOCK := $(shell command -v flock >/dev/null 2>&1 && echo flock $(CURDIR)/.leafe-setup.lock)
+
 # llama.cpp goes in before the project, so that pip never compiles it (natively) on its own.
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m engine.llama_build ensure
-	$(PY) -m pip install --quiet -e '.[train,dev]'
-	@touch $(STAMP)
+	@$(LOCK) $(MAKE) --no-print-directory venv
+
+venv:
+	@if [ ! -f $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ]; then \
+	  set -e; \
+	  test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	  $(PY) -m pip install --quiet --upgrade pip; \
+	  $(PY) -m engine.llama_build ensure; \
+	  $(PY) -m pip install --quiet -e '.[train,dev]'; \
+	  touch $(STAMP); \
+	fi
 
 # Every time, and cheap when nothing changed: a .venv that meets another CPU gets that CPU's build.
 engine: $(STAMP)
-	@$(PY) -m engine.llama_build ensure
+	@$(LOCK) $(PY) -m engine.llama_build ensure
 
 # The strong sandbox for model-written code is bubblewrap; install it where we can, else the
 # sandbox says once that it falls back to resource limits.
