@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -79,3 +80,25 @@ def config_help(cls: type, name: str) -> str:
     """The help text a config dataclass gives its field (``metadata={"help": …}``)."""
     field = {f.name: f for f in dataclasses.fields(cls)}[name]
     return str(field.metadata.get("help", ""))
+
+
+class Verbs:
+    """The top-level verbs (and groups) of one module: ``@verbs()`` marks a function, ``register(app)``
+    adds them all to the ``leafe`` app, which ``leafe_tui.cli`` does once for each module."""
+
+    def __init__(self, groups: dict[str, typer.Typer] | None = None) -> None:
+        self._verbs: list[tuple[str | None, Callable[..., Any]]] = []
+        self._groups = dict(groups or {})
+
+    def __call__(self, name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def mark(function: Callable[..., Any]) -> Callable[..., Any]:
+            self._verbs.append((name, function))
+            return function
+
+        return mark
+
+    def register(self, app: typer.Typer) -> None:
+        for name, function in self._verbs:
+            app.command(name)(function)
+        for name, group in self._groups.items():
+            app.add_typer(group, name=name)

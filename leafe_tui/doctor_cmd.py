@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from engine.doctor import FAIL, OK, Finding, Report, diagnose, setup_check
 from leafe_tui import paths
-from leafe_tui.cli_common import DbOption, JsonOption, console, err, fail, print_json
-
-_VERBS: list[tuple[str | None, Callable[..., Any]]] = []
-
-
-def _verb(name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Mark a function as a top-level verb; ``register`` adds it to the app."""
-
-    def mark(function: Callable[..., Any]) -> Callable[..., Any]:
-        _VERBS.append((name, function))
-        return function
-
-    return mark
-
-
-def register(app: typer.Typer) -> None:
-    """Add this module's verbs to the ``leafe`` app (called once, by ``leafe_tui.cli``)."""
-    for name, function in _VERBS:
-        app.command(name)(function)
-
+from leafe_tui.cli_common import DbOption, JsonOption, Verbs, console, err, fail, print_json
 
 _MARK = {OK: "[green]✓[/]", "warn": "[yellow]![/]", FAIL: "[bold red]✗[/]"}
+
+
+verbs = Verbs()
+register = verbs.register
 
 
 def _model_path(model: str | None) -> Path | None:
@@ -65,7 +49,7 @@ def _first_failure(report: Report) -> Finding:
     return next(f for f in report.findings if f.status == FAIL)
 
 
-@_verb()
+@verbs()
 def doctor(
     db: DbOption = None,
     model: Annotated[

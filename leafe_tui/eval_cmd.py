@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -16,29 +15,15 @@ from leafe_tui.cli_common import (
     DbOption,
     JsonOption,
     TasksFileOption,
+    Verbs,
     console,
     err,
     fail,
     print_json,
 )
 
-_VERBS: list[tuple[str | None, Callable[..., Any]]] = []
-
-
-def _verb(name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Mark a function as a top-level verb; ``register`` adds it to the app."""
-
-    def mark(function: Callable[..., Any]) -> Callable[..., Any]:
-        _VERBS.append((name, function))
-        return function
-
-    return mark
-
-
-def register(app: typer.Typer) -> None:
-    """Add this module's verbs to the ``leafe`` app (called once, by ``leafe_tui.cli``)."""
-    for name, function in _VERBS:
-        app.command(name)(function)
+verbs = Verbs()
+register = verbs.register
 
 
 def parse_ks(text: str, samples: int | None = None) -> list[int]:
@@ -66,7 +51,7 @@ def check_settings(samples: int, temperature: float, max_tokens: int, max_steps:
         raise SettingError(f"--max-steps must be at least 1, not {max_steps}")
 
 
-@_verb("eval")
+@verbs("eval")
 def evaluate(
     tasks: Annotated[list[str], typer.Argument(help="Task ids to evaluate.")],
     model: Annotated[str, typer.Option("--model", help="Known model name or path to a .gguf file.")] = "",

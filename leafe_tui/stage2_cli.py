@@ -6,7 +6,6 @@ Registered on the main app by ``leafe_tui.cli``. torch is imported only by the v
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,37 +13,18 @@ import typer
 
 from engine.errors import SettingError
 from engine.store import Store, StoreError
-from leafe_tui.cli_common import DbOption, JsonOption, console, err, fail, open_store, print_json
-
-_VERBS: list[tuple[str | None, Callable[..., Any]]] = []
-
-
-def _verb(name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Mark a function as a top-level verb; ``register`` adds it to the app."""
-
-    def mark(function: Callable[..., Any]) -> Callable[..., Any]:
-        _VERBS.append((name, function))
-        return function
-
-    return mark
-
-
-def register(app: typer.Typer) -> None:
-    """Add this module's verbs to the ``leafe`` app (called once, by ``leafe_tui.cli``)."""
-    for name, function in _VERBS:
-        app.command(name)(function)
-    app.add_typer(dataset_app, name="dataset")
-    app.add_typer(jobs_app, name="jobs")
-
+from leafe_tui.cli_common import DbOption, JsonOption, Verbs, console, err, fail, open_store, print_json
 
 dataset_app = typer.Typer(help="Stage-2 datasets built from approved branches.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Training jobs: list them, follow one, cancel one.", invoke_without_command=True)
+verbs = Verbs({"dataset": dataset_app, "jobs": jobs_app})
+register = verbs.register
 
 STAGE2_ERRORS: tuple[type[BaseException], ...] = (StoreError, ValueError, OSError)
 
 
 # --- review ---------------------------------------------------------------------------------
-@_verb()
+@verbs()
 def review(
     branches: Annotated[list[int], typer.Argument(help="Branch ids (the #N in `leafe tree`).")],
     state: Annotated[str, typer.Option("--set", help="approved, rejected or pending.")] = "approved",
@@ -229,7 +209,7 @@ def dataset_show(
 
 
 # --- train ----------------------------------------------------------------------------------
-@_verb()
+@verbs()
 def train(
     dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset id or JSONL file.")] = None,
     base: Annotated[
@@ -493,7 +473,7 @@ def _job_view(store: Store, row: dict[str, Any]) -> Any:
 
 
 # --- adapters -------------------------------------------------------------------------------
-@_verb()
+@verbs()
 def adapters(db: DbOption = None, as_json: JsonOption = False) -> None:
     """List trained adapters with their lineage and llama.cpp parity.
 
