@@ -205,8 +205,8 @@ def _file_problem(data: Any, where: str) -> CodeProblem:
 def _stdio_problem(data: dict[str, Any], where: str) -> CodeProblem:
     if not data["statement"].strip():
         raise SettingError(f"{where}: 'statement' is empty")
-    examples = _io_tests(data.get("examples", []), "examples", where)
-    tests = _io_tests(data.get("tests"), "tests", where)
+    examples = io_tests(data.get("examples", []), "examples", where)
+    tests = io_tests(data.get("tests"), "tests", where)
     if not tests:
         raise SettingError(f"{where}: 'tests' must hold at least one hidden test")
     return CodeProblem(
@@ -220,7 +220,8 @@ def _stdio_problem(data: dict[str, Any], where: str) -> CodeProblem:
     )
 
 
-def _io_tests(raw: Any, key: str, where: str) -> tuple[IOTest, ...]:
+def io_tests(raw: Any, key: str, where: str) -> tuple[IOTest, ...]:
+    """A list of stdin/stdout tests (``[{"input": …, "output": …}, …]``), each checked."""
     if not isinstance(raw, list):
         raise SettingError(f'{where}: \'{key}\' must be a list of {{"input", "output"}} objects')
     tests = []

@@ -12,9 +12,9 @@ from __future__ import annotations
 import tomllib
 from functools import cache
 from importlib.resources import files
-from typing import Any
 
-from engine.envs.code_problem import CodeProblem, IOTest
+from engine.envs.code_problem import CodeProblem
+from engine.envs.code_sources import io_tests
 from engine.errors import SettingError
 
 SUITE_PREFIX = "suite/"
@@ -39,20 +39,6 @@ def outputs_match(expected: str, got: str) -> bool:
     return _normalized_lines(expected) == _normalized_lines(got)
 
 
-def _io_tests(raw: Any, where: str) -> tuple[IOTest, ...]:
-    if not isinstance(raw, list):
-        raise SettingError(f"{where}: expected an array of tables")
-    tests = []
-    for index, entry in enumerate(raw):
-        if not isinstance(entry, dict):
-            raise SettingError(f"{where}[{index}]: expected a table")
-        inp, out = entry.get("input"), entry.get("output")
-        if not isinstance(inp, str) or not isinstance(out, str):
-            raise SettingError(f"{where}[{index}]: 'input' and 'output' must be strings")
-        tests.append(IOTest(input=inp, output=out))
-    return tuple(tests)
-
-
 def parse_problem(slug: str, text: str) -> tuple[CodeProblem, str]:
     """Build the problem ``suite/<slug>`` from the TOML ``text``; returns it and its difficulty.
 
@@ -72,8 +58,8 @@ def parse_problem(slug: str, text: str) -> tuple[CodeProblem, str]:
         title=data["title"],
         statement=data["statement"].strip("\n"),
         kind="stdio",
-        examples=_io_tests(data.get("examples", []), f"{slug}: examples"),
-        tests=_io_tests(data.get("tests", []), f"{slug}: tests"),
+        examples=io_tests(data.get("examples", []), "examples", slug),
+        tests=io_tests(data.get("tests", []), "tests", slug),
         reference=data["reference"],
     )
     return problem, data["difficulty"]
@@ -97,30 +83,3 @@ def load_suite(difficulty: str | None = None) -> tuple[CodeProblem, ...]:
     if difficulty is not None and difficulty not in DIFFICULTIES:
         raise SettingError(f"unknown difficulty {difficulty!r}; expected one of {DIFFICULTIES}")
     return tuple(p for p, level in _load_all() if difficulty is None or level == difficulty)
-
-
-def suite_ids() -> list[str]:
-    """The ids (``suite/<slug>``) of all suite problems, in suite order."""
-    return [p.id for p, _ in _load_all()]
-
-
-def _full_id(problem_id: str) -> str:
-    return problem_id if problem_id.startswith(SUITE_PREFIX) else SUITE_PREFIX + problem_id
-
-
-def get_problem(problem_id: str) -> CodeProblem:
-    """The problem with id ``suite/<slug>`` (the bare slug is accepted too); ``KeyError`` if none."""
-    wanted = _full_id(problem_id)
-    for problem, _ in _load_all():
-        if problem.id == wanted:
-            return problem
-    raise KeyError(problem_id)
-
-
-def difficulty_of(problem_id: str) -> str:
-    """The difficulty ("easy" or "medium") of a suite problem; ``KeyError`` if unknown."""
-    wanted = _full_id(problem_id)
-    for problem, level in _load_all():
-        if problem.id == wanted:
-            return level
-    raise KeyError(problem_id)
