@@ -101,4 +101,3 @@ def cancel(store: Store, job_id: int) -> dict[str, Any]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(job["pid"], signal.SIGTERM)
     return store.job(job_id)
-

@@ -327,7 +327,6 @@ def results_limits(limits: Limits) -> Limits:
     return dataclasses.replace(limits, max_output_bytes=max(limits.max_output_bytes, RESULTS_BYTES))
 
 
-
 @dataclass
 class CheckOutcome:
     """How a function did against one check (visible or hidden)."""
