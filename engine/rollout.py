@@ -37,6 +37,7 @@ class Rollout:
     steps: int
     generated_tokens: int
     seconds: float
+    trajectory: tuple[tuple[str, str], ...] = ()  # (raw reply, observation after it) per step
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -73,7 +74,8 @@ def rollout(
         result = env.step(parse_action(completion.text))
         turns.append(Turn(completion.text, result.observation))
         if result.done or (config.max_steps is not None and step >= config.max_steps):
-            return Rollout(result.success and result.done, step, tokens, seconds)
+            trajectory = tuple((t.reply, t.observation) for t in turns)
+            return Rollout(result.success and result.done, step, tokens, seconds, trajectory)
 
 
 def evaluate_task(

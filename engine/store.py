@@ -32,13 +32,16 @@ from typing import Any
 import sqlite_utils
 
 from engine.errors import NotFoundError
+from engine.eval_records import EvalRecords, create_eval_tables
 from engine.store_base import StoreError, now
 from engine.training_records import TrainingRecords, create_training_tables
 
 # 2: branches.origin and .rebranch_of (re-branches by a person), summary_edits
 # 3: the Stage-2 tables (datasets, dataset_examples, train_jobs, train_metrics, adapters)
 # 4: runs.host and runs.pid_started (who owns a running run, beyond a pid that can be reused)
-SCHEMA_VERSION = 5
+# 5: runs.model_spec, .env_spec, .prompts (how to reopen a run, and the prompt texts it saw)
+# 6: evaluations and eval_samples (stored, resumable evaluations)
+SCHEMA_VERSION = 6
 LOCK_WAIT_SECONDS = 30.0  # how long to wait for another process's write (schema creation, a claim)
 REVIEW_STATES = ("pending", "approved", "rejected")
 
@@ -260,7 +263,13 @@ def _migrate_to_5(db: sqlite_utils.Database) -> None:
 
 
 # Migration to version N, applied in order to files written by older versions.
-_MIGRATIONS = {2: _migrate_to_2, 3: create_training_tables, 4: _migrate_to_4, 5: _migrate_to_5}
+_MIGRATIONS = {
+    2: _migrate_to_2,
+    3: create_training_tables,
+    4: _migrate_to_4,
+    5: _migrate_to_5,
+    6: create_eval_tables,
+}
 # Tables every leafe file has had since version 1: with ``meta`` they tell a leafe file from another.
 _LEAFE_MARKERS = {"meta", "runs", "nodes", "branches"}
 
@@ -343,7 +352,7 @@ class _RolledBack(Exception):
     """Ends a probe transaction (``Store.check_writable``) with a rollback."""
 
 
-class Store(TrainingRecords):
+class Store(TrainingRecords, EvalRecords):
     """Access to one leafe SQLite file (Stage-2 rows: :class:`TrainingRecords`)."""
 
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
@@ -456,6 +465,7 @@ class Store(TrainingRecords):
             for table, cols in _INDEXES:
                 self.db[table].create_index(cols, if_not_exists=True)
             create_training_tables(self.db)
+            create_eval_tables(self.db)
         else:
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 _MIGRATIONS[step](self.db)

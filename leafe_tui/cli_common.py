@@ -97,6 +97,10 @@ class Verbs:
 
         return mark
 
+    def group(self, typer_app: typer.Typer, name: str) -> None:
+        """A group of verbs (``leafe NAME …``) added with the others."""
+        self._groups[name] = typer_app
+
     def register(self, app: typer.Typer) -> None:
         for name, function in self._verbs:
             app.command(name)(function)

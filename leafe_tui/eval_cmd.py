@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from engine.backends.base import BackendError
 from engine.errors import LeafeError, SettingError
 from leafe_tui import paths
 from leafe_tui.cli_common import (
@@ -19,6 +19,7 @@ from leafe_tui.cli_common import (
     console,
     err,
     fail,
+    open_store,
     print_json,
 )
 
@@ -53,7 +54,7 @@ def check_settings(samples: int, temperature: float, max_tokens: int, max_steps:
 
 @verbs("eval")
 def evaluate(
-    tasks: Annotated[list[str], typer.Argument(help="Task ids to evaluate.")],
+    tasks: Annotated[list[str] | None, typer.Argument(help="Task ids to evaluate.")] = None,
     model: Annotated[str, typer.Option("--model", help="Known model name or path to a .gguf file.")] = "",
     backend: BackendOption = "llama.cpp",
     adapter: Annotated[
@@ -87,67 +88,111 @@ def evaluate(
     tasks_file: TasksFileOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
+    resume: Annotated[
+        int | None, typer.Option("--resume", help="Continue the interrupted evaluation EVAL (`leafe evals`).")
+    ] = None,
 ) -> None:
     """Pass@k from plain rollouts (no reflection, no rollback), as the paper measures a policy.
 
-    Run it with and without --adapter to see what training changed. Example:
-    leafe eval code/suite/digit-collapse -n 8 --k 1,4,8 --adapter 1
+    Every evaluation is stored with one row per sample (`leafe evals`), so it resumes after a kill and
+    can be compared with another (`leafe compare`). Run it with and without --adapter to see what
+    training changed. Example: leafe eval code/suite/digit-collapse -n 8 --k 1,4,8 --adapter 1
     """
+    from engine.evaluation import run_evaluation, summarise
     from engine.registry import open_backend, open_env
-    from engine.rollout import RolloutConfig, evaluate_task
+    from engine.rollout import RolloutConfig
     from engine.runtime import env_spec_for, model_spec_for, trained_setting
+    from engine.specs import EnvSpec, ModelSpec
+    from engine.store import Store
 
     database = db or paths.default_db()
     try:
-        spec = model_spec_for(model, adapter=adapter, db=database, n_ctx=n_ctx, backend=backend)
-        # an adapter is evaluated in the setting it was trained for, unless a flag says otherwise
-        trained = trained_setting(database, spec.adapter_id) if spec.adapter_id is not None else {}
-        defaults = RolloutConfig()
-        config = RolloutConfig(
-            temperature=temperature,
-            max_tokens=max_tokens
-            if max_tokens is not None
-            else trained.get("max_tokens", defaults.max_tokens),
-            grammar=grammar if grammar is not None else trained.get("grammar", defaults.grammar),
-            max_thought_chars=trained.get("max_thought_chars", defaults.max_thought_chars),
-            seed=seed,
-            max_steps=max_steps,
-        )
-        check_settings(samples, temperature, config.max_tokens, max_steps)
-        ks = parse_ks(k, samples) if k is not None else sorted({1, min(4, samples)})
-        envs = {task: open_env(env_spec_for(task, tasks_file)) for task in tasks}
+        if resume is not None:
+            store = Store(database, create=False)
+            record = store.evaluation(resume)
+            if record["status"] == "finished":
+                raise SettingError(f"evaluation {resume} already finished; nothing to resume")
+            spec = ModelSpec.from_json(record["model_spec"]) or ModelSpec()
+            stored = dict(record["config"])
+            env_specs = {t: EnvSpec.from_json(j) for t, j in stored.pop("env_specs", {}).items()}
+            config = RolloutConfig(**stored)
+            tasks, samples, ks = record["tasks"], record["n"], record["ks"]
+            eval_id = resume
+        else:
+            if not tasks:
+                raise SettingError("give at least one task id (see `leafe tasks list`) or --resume EVAL")
+            spec = model_spec_for(model, adapter=adapter, db=database, n_ctx=n_ctx, backend=backend)
+            # an adapter is evaluated in the setting it was trained for, unless a flag says otherwise
+            trained = trained_setting(database, spec.adapter_id) if spec.adapter_id is not None else {}
+            defaults = RolloutConfig()
+            config = RolloutConfig(
+                temperature=temperature,
+                max_tokens=trained.get("max_tokens", defaults.max_tokens)
+                if max_tokens is None
+                else max_tokens,
+                grammar=grammar if grammar is not None else trained.get("grammar", defaults.grammar),
+                max_thought_chars=trained.get("max_thought_chars", defaults.max_thought_chars),
+                seed=seed,
+                max_steps=max_steps,
+            )
+            check_settings(samples, temperature, config.max_tokens, max_steps)
+            ks = parse_ks(k, samples) if k is not None else sorted({1, min(4, samples)})
+            env_specs = {task: env_spec_for(task, tasks_file) for task in tasks}
+            store = Store(database)
+            store.check_writable()
+            stored = {**asdict(config), "env_specs": {t: e.to_json() for t, e in env_specs.items()}}
+            eval_id = store.create_evaluation(
+                model_spec=spec.to_json(), config=stored, tasks=list(tasks), n=samples, ks=ks
+            )
+        envs = {task: open_env(env_spec) for task, env_spec in env_specs.items() if env_spec}
         with err.status(f"loading {spec.model}{' with its adapter' if spec.adapter else ''}…"):
-            backend = open_backend(spec)
+            loaded = open_backend(spec)
     except (LeafeError, OSError) as exc:
         raise fail(exc.one_line() if isinstance(exc, LeafeError) else str(exc)) from None
-    model_name = spec.model
-    rows = []
     try:
-        for task in tasks:
-            with err.status(f"{task}: rollout 1/{samples}") as status:
+        with err.status(f"evaluation {eval_id}: starting") as status:
 
-                def progress(sample: int, result, task: str = task, status=status) -> None:
-                    mark = "✓" if result.success else "✗"
-                    status.update(f"{task}: rollout {sample + 2}/{samples} (last {mark})")
+            def progress(sample, done: int, total: int) -> None:
+                mark = "✓" if sample.success else "✗"
+                status.update(f"evaluation {eval_id}: {done}/{total} samples (last {sample.task_id} {mark})")
 
-                rows.append(evaluate_task(backend, envs[task], task, samples, ks, config, progress))
+            run_evaluation(store, eval_id, loaded, envs, config, progress)
     except KeyboardInterrupt:
-        raise fail("interrupted", 130) from None
-    except BackendError as exc:
-        raise fail(str(exc), 1) from None
+        raise fail(
+            f"interrupted: resume with `leafe eval --resume {eval_id} --db {store.path}`", 130
+        ) from None
+    except LeafeError as exc:
+        raise fail(f"{exc.one_line()} (resume with `leafe eval --resume {eval_id}`)", 1) from None
     finally:
-        backend.close()
-    adapter_label = spec.adapter
+        loaded.close()
+    summary = summarise(store, eval_id)
+    rows = [_row(t, ks, store, eval_id) for t in summary.tasks]
     if as_json:
-        print_json({"model": model_name, "adapter": adapter_label, "tasks": rows})
+        print_json({"eval_id": eval_id, "model": spec.model, "adapter": spec.adapter, "tasks": rows})
         return
-    console.print(_table(rows, ks, model_name, adapter_label))
+    console.print(_table(rows, ks, spec.model, spec.adapter, eval_id))
+    console.print(
+        f"[dim]evaluation {eval_id} in {store.path}; `leafe compare {eval_id} OTHER` compares it[/]"
+    )
 
 
-def _table(rows: list[dict], ks: list[int], model: str, adapter: str | None):
+def _row(task, ks: list[int], store, eval_id: int) -> dict:
+    samples = [s for s in store.eval_samples(eval_id) if s.task_id == task.task_id]
+    return {
+        "task_id": task.task_id,
+        "n": task.n,
+        "successes": task.successes,
+        "pass_at": {k: task.pass_at(k) for k in ks if k <= task.n},
+        "generated_tokens": sum(s.generated_tokens for s in samples),
+        "seconds": sum(s.seconds for s in samples),
+    }
+
+
+def _table(rows: list[dict], ks: list[int], model: str, adapter: str | None, eval_id: int | None = None):
     from rich.table import Table
 
     title = f"pass@k of {model}" + (f" + adapter {Path(adapter).parent.name}" if adapter else "")
+    title = f"evaluation {eval_id}: {title}" if eval_id is not None else title
     table = Table(title=title, title_justify="left")
     for column in ("task", "n", "solved", *[f"pass@{k}" for k in ks], "tok/s"):
         table.add_column(column, justify="left" if column == "task" else "right")
@@ -162,3 +207,125 @@ def _table(rows: list[dict], ks: list[int], model: str, adapter: str | None):
             means.append(f"{100 * sum(values) / len(values):.1f}%" if values else "")
         table.add_row("mean", "", str(sum(r["successes"] for r in rows)), *means, "", style="bold")
     return table
+
+
+# --- stored evaluations and comparing them -------------------------------------------------------
+evals_app = typer.Typer(help="Stored evaluations: list them, show one.", invoke_without_command=True)
+verbs.group(evals_app, "evals")
+
+
+@evals_app.callback()
+def evals_list(ctx: typer.Context, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List the stored evaluations with their mean pass@k.
+
+    Example: leafe evals --json
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from engine.evaluation import summarise
+    from engine.specs import ModelSpec
+
+    store = open_store(db)
+    rows = []
+    for record in store.evaluations():
+        summary = summarise(store, record["id"])
+        spec = ModelSpec.from_json(record["model_spec"]) or ModelSpec()
+        rows.append(
+            {
+                "id": record["id"],
+                "status": record["status"] if summary.complete else f"{record['status']} (incomplete)",
+                "model": spec.model,
+                "adapter": spec.adapter,
+                "tasks": len(record["tasks"]),
+                "n": record["n"],
+                "mean_pass_at": {k: summary.mean_pass_at(k) for k in record["ks"]},
+                "created_at": record["created_at"],
+            }
+        )
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title="evaluations", title_justify="left")
+    for column in ("eval", "status", "model", "adapter", "tasks", "n", "mean pass@k", "created"):
+        table.add_column(column)
+    for row in rows:
+        means = "  ".join(f"@{k} {100 * v:.1f}%" for k, v in row["mean_pass_at"].items())
+        adapter = Path(row["adapter"]).parent.name if row["adapter"] else ""
+        table.add_row(
+            str(row["id"]), row["status"], row["model"], adapter, str(row["tasks"]), str(row["n"]), means,
+            row["created_at"][:19],
+        )  # fmt: skip
+    console.print(table)
+
+
+@evals_app.command("show")
+def evals_show(
+    eval_id: Annotated[int, typer.Argument(help="Evaluation id from `leafe evals`.")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One evaluation: per-task successes and pass@k, and the mean pass@k for k = 1 … n.
+
+    Example: leafe evals show 2
+    """
+    from engine.evaluation import summarise
+
+    store = open_store(db)
+    try:
+        record = store.evaluation(eval_id)
+    except LeafeError as exc:
+        raise fail(exc.one_line()) from None
+    summary = summarise(store, eval_id)
+    curve = {k: summary.mean_pass_at(k) for k in range(1, record["n"] + 1)}
+    rows = [_row(t, record["ks"], store, eval_id) for t in summary.tasks]
+    if as_json:
+        print_json({"evaluation": record, "tasks": rows, "curve": curve, "complete": summary.complete})
+        return
+    from engine.specs import ModelSpec
+
+    spec = ModelSpec.from_json(record["model_spec"]) or ModelSpec()
+    console.print(_table(rows, record["ks"], spec.model, spec.adapter, eval_id))
+    console.print("mean pass@k  " + "  ".join(f"@{k} {100 * v:.1f}%" for k, v in curve.items()))
+    if not summary.complete:
+        console.print(f"[yellow]incomplete[/]: `leafe eval --resume {eval_id}` adds the missing samples")
+
+
+@verbs("compare")
+def compare_evals(
+    a: Annotated[int, typer.Argument(help="The evaluation to compare against (e.g. the base model).")],
+    b: Annotated[int, typer.Argument(help="The evaluation compared (e.g. with the adapter).")],
+    level: Annotated[float, typer.Option(help="Confidence level of the interval.")] = 0.95,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 2000,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Is B better than A, at which k, and is it real? Difference of mean pass@k (B − A) with a paired
+    bootstrap confidence interval over the tasks both evaluated.
+
+    Example: leafe compare 1 2
+    """
+    from dataclasses import asdict as as_dict
+
+    from engine.evaluation import compare, summarise
+
+    store = open_store(db)
+    try:
+        result = compare(summarise(store, a), summarise(store, b), level=level, resamples=resamples)
+    except LeafeError as exc:
+        raise fail(exc.one_line()) from None
+    if as_json:
+        data = as_dict(result)
+        for row, k_result in zip(data["by_k"], result.by_k, strict=True):
+            row["real"] = k_result.real
+        print_json(data)
+        return
+    for note in result.notes:
+        console.print(f"[dim]{note}[/]")
+    for row in result.by_k:
+        console.print(row.sentence(f"#{a}", f"#{b}", level), highlight=False)
+    if result.only_b:
+        console.print(f"solved only by #{b}: {', '.join(result.only_b)}", highlight=False)
+    if result.only_a:
+        console.print(f"solved only by #{a}: {', '.join(result.only_a)}", highlight=False)
