@@ -20,6 +20,7 @@ from leafe_tui.cli_common import (
     BackendOption,
     DbOption,
     JsonOption,
+    SuiteOption,
     TasksFileOption,
     config_default,
     config_help,
@@ -192,6 +193,7 @@ def explore(
     tasks: Annotated[list[str] | None, typer.Argument(help="Task ids to explore, one run each.")] = None,
     model: Annotated[str, typer.Option("--model", help="Known model name or path to a .gguf file.")] = "",
     backend: BackendOption = "llama.cpp",
+    suite: SuiteOption = None,
     db: DbOption = None,
     budget: Annotated[int, _opt("budget")] = _default("budget"),
     max_depth: Annotated[int, _opt("max_depth")] = _default("max_depth"),
@@ -224,8 +226,16 @@ def explore(
     """
     from leafe_tui.explore_cmd import ExploreRequest, run_explore
 
+    if suite:
+        from engine.errors import LeafeError
+        from engine.suites import suite_tasks
+
+        try:
+            tasks = [*(tasks or []), *suite_tasks(suite)]
+        except LeafeError as exc:
+            raise fail(exc.one_line()) from None
     if not tasks and resume is None:
-        raise fail("give at least one task id (see `leafe tasks list`) or --resume RUN")
+        raise fail("give at least one task id (see `leafe tasks list`), a --suite or --resume RUN")
     if force and resume is None:
         raise fail("--force only goes with --resume RUN")
     request = ExploreRequest(

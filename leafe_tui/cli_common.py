@@ -31,6 +31,14 @@ TasksFileOption = Annotated[
     Path | None, typer.Option("--tasks-file", help="JSONL file of your own code tasks (ids code/file/<id>)")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+SuiteOption = Annotated[
+    str | None,
+    typer.Option(
+        "--suite",
+        help="A built-in suite with a fixed split: humaneval, code-suite or sokoban, with :train or "
+        ":held-out (e.g. humaneval:held-out); its tasks are added to those given.",
+    ),
+]
 BackendOption = Annotated[
     str,
     typer.Option(

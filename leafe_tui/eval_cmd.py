@@ -14,6 +14,7 @@ from leafe_tui.cli_common import (
     BackendOption,
     DbOption,
     JsonOption,
+    SuiteOption,
     TasksFileOption,
     Verbs,
     console,
@@ -91,6 +92,7 @@ def evaluate(
     resume: Annotated[
         int | None, typer.Option("--resume", help="Continue the interrupted evaluation EVAL (`leafe evals`).")
     ] = None,
+    suite: SuiteOption = None,
 ) -> None:
     """Pass@k from plain rollouts (no reflection, no rollback), as the paper measures a policy.
 
@@ -104,6 +106,7 @@ def evaluate(
     from engine.runtime import env_spec_for, model_spec_for, trained_setting
     from engine.specs import EnvSpec, ModelSpec
     from engine.store import Store
+    from engine.suites import suite_tasks
 
     database = db or paths.default_db()
     try:
@@ -119,8 +122,11 @@ def evaluate(
             tasks, samples, ks = record["tasks"], record["n"], record["ks"]
             eval_id = resume
         else:
+            tasks = [*(tasks or []), *(suite_tasks(suite) if suite else [])]
             if not tasks:
-                raise SettingError("give at least one task id (see `leafe tasks list`) or --resume EVAL")
+                raise SettingError(
+                    "give at least one task id (see `leafe tasks list`), a suite or --resume EVAL"
+                )
             spec = model_spec_for(model, adapter=adapter, db=database, n_ctx=n_ctx, backend=backend)
             # an adapter is evaluated in the setting it was trained for, unless a flag says otherwise
             trained = trained_setting(database, spec.adapter_id) if spec.adapter_id is not None else {}
