@@ -335,3 +335,35 @@ def compare_evals(
         console.print(f"solved only by #{b}: {', '.join(result.only_b)}", highlight=False)
     if result.only_a:
         console.print(f"solved only by #{a}: {', '.join(result.only_a)}", highlight=False)
+
+
+@evals_app.command("plot")
+def evals_plot(
+    eval_ids: Annotated[list[int], typer.Argument(help="Evaluation ids, drawn on one plot.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Also write the plot as an SVG file (for a report).")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """The mean pass@k curve (k = 1 … n) of one or more evaluations, in the terminal and as SVG.
+
+    Example: leafe evals plot 1 2 --out passk.svg
+    """
+    from engine.evaluation import summarise
+    from engine.specs import ModelSpec
+    from leafe_tui.pass_plot import curve_table, write_svg
+
+    store = open_store(db)
+    curves = []
+    try:
+        for eval_id in eval_ids:
+            record = store.evaluation(eval_id)
+            summary = summarise(store, eval_id)
+            spec = ModelSpec.from_json(record["model_spec"]) or ModelSpec()
+            label = f"#{eval_id} {Path(spec.model).name}" + (" + adapter" if spec.adapter else "")
+            curves.append((label, {k: summary.mean_pass_at(k) for k in range(1, record["n"] + 1)}))
+    except LeafeError as exc:
+        raise fail(exc.one_line()) from None
+    console.print(curve_table(curves))
+    if out is not None:
+        console.print(f"written to {write_svg(curves, out)}")

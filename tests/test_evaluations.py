@@ -145,3 +145,23 @@ def test_evals_list_show_and_compare(tmp_path: Path) -> None:
     assert "pass@1: #2 vs #1 +100.0 points" in text and "solved only by #2: path/abc" in text
     missing = leafe("compare", "1", "9", "--db", db)
     assert missing.exit_code == 2 and "no evaluation 9" in missing.output
+
+
+def test_the_pass_at_k_curve_in_the_terminal_and_as_svg(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    db = str(tmp_path / "e.db")
+    replies = tmp_path / "r.json"
+    replies.write_text(json.dumps([act("a"), act("b"), act("c"), act("x"), act("x"), act("x")]))
+    run = leafe("eval", "path/abc", "--backend", "scripted", "--model", str(replies), "-n", "4", "--k", "1,4",
+                "--db", db)  # fmt: skip
+    assert run.exit_code == 0, run.output
+    svg = tmp_path / "plots" / "passk.svg"
+    result = leafe("evals", "plot", "1", "--db", db, "--out", str(svg))
+    assert result.exit_code == 0, result.output
+    assert (
+        "@1" in result.output and "@4" in result.output and "25%" in result.output and "100%" in result.output
+    )
+    root = ET.fromstring(svg.read_text())  # well-formed
+    (line,) = [e for e in root.iter() if e.tag.endswith("polyline")]
+    assert len(line.get("points").split()) == 4  # k = 1 … 4
