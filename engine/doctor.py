@@ -46,9 +46,8 @@ class Report:
 # ------------------------------------------------------------------------------------ llama.cpp
 
 
-def system_info(timeout_s: float = 60.0) -> tuple[str | None, str | None]:
-    """(llama_print_system_info(), None), or (None, why) when llama_cpp cannot even be imported."""
-    code = "import llama_cpp, json; print(json.dumps(llama_cpp.llama_print_system_info().decode()))"
+def _child_json(code: str, timeout_s: float) -> tuple[object, str | None]:
+    """Run Python ``code`` in a child that prints one JSON line last: (value, None) or (None, why)."""
     try:
         done = subprocess.run(
             [sys.executable, "-c", code],
@@ -58,16 +57,23 @@ def system_info(timeout_s: float = 60.0) -> tuple[str | None, str | None]:
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
-        return None, "importing llama_cpp hung"
+        return None, "it hung"
     if done.returncode < 0:
-        return None, f"importing llama_cpp killed the process (signal {-done.returncode})"
+        return None, f"it was killed by signal {-done.returncode}"
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         return None, lines[-1] if lines else f"exit status {done.returncode}"
     try:
-        return str(json.loads(done.stdout.strip().splitlines()[-1])), None
+        return json.loads(done.stdout.strip().splitlines()[-1]), None
     except (ValueError, IndexError):
-        return None, "llama_cpp printed no system information"
+        return None, "it printed nothing readable"
+
+
+def system_info(timeout_s: float = 60.0) -> tuple[str | None, str | None]:
+    """(llama_print_system_info(), None), or (None, why) when llama_cpp cannot even be imported."""
+    code = "import llama_cpp, json; print(json.dumps(llama_cpp.llama_print_system_info().decode()))"
+    info, problem = _child_json(code, timeout_s)
+    return (str(info), None) if problem is None else (None, f"importing llama_cpp: {problem}")
 
 
 def check_build(
@@ -217,19 +223,9 @@ print(json.dumps(out))
 
 
 def check_training(timeout_s: float = 120.0) -> Finding:
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", _TORCH_PROBE],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            stdin=subprocess.DEVNULL,
-        )
-        data = json.loads(done.stdout.strip().splitlines()[-1])
-    except (subprocess.TimeoutExpired, ValueError, IndexError):
-        return Finding(
-            "training", WARN, "torch could not be checked (its import crashed or hung)", "`make setup`"
-        )
+    data, problem = _child_json(_TORCH_PROBE, timeout_s)
+    if problem is not None or not isinstance(data, dict):
+        return Finding("training", WARN, f"torch could not be checked ({problem})", "`make setup`")
     if "error" in data:
         return Finding(
             "training", WARN, f"Stage 2 unavailable: {data['error']}", "pip install -e '.[train]'", data

@@ -116,15 +116,12 @@ class EvalRecords:
 
     def evaluation(self, eval_id: int) -> dict[str, Any]:
         try:
-            row = dict(self.db["evaluations"].get(eval_id))
+            return _decoded(self.db["evaluations"].get(eval_id))
         except sqlite_utils.db.NotFoundError:
             raise EvaluationNotFound(f"no evaluation {eval_id} in {self.path}") from None  # type: ignore[attr-defined]
-        for key in ("config", "tasks", "ks"):
-            row[key] = json.loads(row[key])
-        return row
 
     def evaluations(self) -> list[dict[str, Any]]:
-        return [self.evaluation(row["id"]) for row in self.db["evaluations"].rows_where(order_by="id")]
+        return [_decoded(row) for row in self.db["evaluations"].rows_where(order_by="id")]
 
     def set_evaluation_status(self, eval_id: int, status: str) -> None:
         self.db["evaluations"].update(eval_id, {"status": status, "updated_at": now()})
@@ -135,8 +132,14 @@ class EvalRecords:
         row["trajectory"] = json.dumps(sample.trajectory, ensure_ascii=False)
         self.db["eval_samples"].insert({"eval_id": eval_id, **row, "created_at": now()})
 
-    def eval_samples(self, eval_id: int) -> list[EvalSample]:
-        rows = self.db["eval_samples"].rows_where("eval_id = ?", [eval_id], order_by="task_id, sample")
+    def eval_samples(self, eval_id: int, *, trajectories: bool = True) -> list[EvalSample]:
+        """The samples of an evaluation; without ``trajectories`` (summaries) their text is not read."""
+        columns = "task_id, sample, success, steps, generated_tokens, seconds" + (
+            ", trajectory" if trajectories else ""
+        )
+        rows = self.db.query(
+            f"select {columns} from eval_samples where eval_id = ? order by task_id, sample", [eval_id]
+        )
         out = []
         for row in rows:
             out.append(
@@ -147,7 +150,14 @@ class EvalRecords:
                     steps=row["steps"] or 0,
                     generated_tokens=row["generated_tokens"] or 0,
                     seconds=row["seconds"] or 0.0,
-                    trajectory=json.loads(row["trajectory"] or "[]"),
+                    trajectory=json.loads(row.get("trajectory") or "[]"),
                 )
             )
         return out
+
+
+def _decoded(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    for key in ("config", "tasks", "ks"):
+        row[key] = json.loads(row[key])
+    return row

@@ -31,7 +31,7 @@ def run_evaluation(
 ) -> None:
     """Roll out every (task, sample) the evaluation has no row for yet, committing each one."""
     evaluation = store.evaluation(eval_id)
-    done = {(s.task_id, s.sample) for s in store.eval_samples(eval_id)}
+    done = {(s.task_id, s.sample) for s in store.eval_samples(eval_id, trajectories=False)}
     total = len(evaluation["tasks"]) * evaluation["n"]
     store.set_evaluation_status(eval_id, "running")
     try:
@@ -62,6 +62,8 @@ class TaskResult:
     task_id: str
     n: int
     successes: int
+    generated_tokens: int = 0
+    seconds: float = 0.0
 
     def pass_at(self, k: int) -> float:
         return pass_at_k(self.n, self.successes, k)
@@ -81,11 +83,21 @@ class Summary:
 
 def summarise(store: Store, eval_id: int) -> Summary:
     evaluation = store.evaluation(eval_id)
-    counts: dict[str, list[bool]] = {task: [] for task in evaluation["tasks"]}
-    for sample in store.eval_samples(eval_id):
-        counts.setdefault(sample.task_id, []).append(sample.success)
-    tasks = [TaskResult(task, len(results), sum(results)) for task, results in counts.items() if results]
-    complete = all(len(counts[t]) == evaluation["n"] for t in evaluation["tasks"])
+    samples: dict[str, list[EvalSample]] = {task: [] for task in evaluation["tasks"]}
+    for sample in store.eval_samples(eval_id, trajectories=False):
+        samples.setdefault(sample.task_id, []).append(sample)
+    tasks = [
+        TaskResult(
+            task,
+            len(rows),
+            sum(s.success for s in rows),
+            sum(s.generated_tokens for s in rows),
+            sum(s.seconds for s in rows),
+        )
+        for task, rows in samples.items()
+        if rows
+    ]
+    complete = all(len(samples[t]) == evaluation["n"] for t in evaluation["tasks"])
     return Summary(eval_id, tasks, list(evaluation["ks"]), complete)
 
 

@@ -26,7 +26,7 @@ from engine.backends.base import Completion, ModelBackend
 from engine.envs.base import Environment, without_addresses
 from engine.errors import LeafeError, SettingError
 from engine.events import BranchChanged, ExplorerEvent, NodeCommitted, ReflectionMade, RunChanged
-from engine.prompts import PromptTexts, Turn, guidance_by_step, reflection_messages, trajectory_messages
+from engine.prompts import PromptTexts, Turn, chain_guidance, reflection_messages, trajectory_messages
 from engine.specs import EnvSpec, ModelSpec
 from engine.store import Branch, Node, Store
 
@@ -303,10 +303,7 @@ class Explorer:
                 )
 
     def _guidance(self, branch: Branch) -> dict[int, list[str]]:
-        chain = self.store.branch_chain(branch)
-        return guidance_by_step(
-            [(b.rollback_step, b.effective_summary or "") for b in chain if b.kind == "rollback"]
-        )
+        return chain_guidance(self.store.branch_chain(branch))
 
     def _messages(self, path: list[Node], guidance: dict[int, list[str]]) -> list[dict[str, str]]:
         turns = [Turn(n.raw_response or "", n.observation) for n in path[1:]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 Message = dict[str, str]
 
@@ -136,6 +137,17 @@ def reflection_messages(trajectory: list[Message], last_step: int, failed: bool,
     )
     last = trajectory[-1]
     return [*trajectory[:-1], {"role": "user", "content": last["content"] + "\n\n" + request}]
+
+
+def chain_guidance(branches: Sequence[Any]) -> dict[int, list[str]]:
+    """``guidance_by_step`` of a branch chain (oldest first): its rollback branches' summaries as shown."""
+    return guidance_by_step(
+        [
+            (b.rollback_step, b.effective_summary or "")
+            for b in branches
+            if b.kind == "rollback" and b.rollback_step is not None
+        ]
+    )
 
 
 def guidance_by_step(chain: Sequence[tuple[int, str]]) -> dict[int, list[str]]:

@@ -7,7 +7,6 @@ distilled for: acting well without an experience summary in its context.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.actions import action_grammar, parse_action
@@ -76,30 +75,3 @@ def rollout(
         if result.done or (config.max_steps is not None and step >= config.max_steps):
             trajectory = tuple((t.reply, t.observation) for t in turns)
             return Rollout(result.success and result.done, step, tokens, seconds, trajectory)
-
-
-def evaluate_task(
-    backend: ModelBackend,
-    env: Environment,
-    task_id: str,
-    n: int,
-    ks: list[int],
-    config: RolloutConfig,
-    on_rollout: Callable[[int, Rollout], None] | None = None,
-) -> dict:
-    """n rollouts of one task and its pass@k for each k ≤ n."""
-    results = []
-    for sample in range(n):
-        result = rollout(backend, env, task_id, sample, config)
-        results.append(result)
-        if on_rollout:
-            on_rollout(sample, result)
-    c = sum(r.success for r in results)
-    return {
-        "task_id": task_id,
-        "n": n,
-        "successes": c,
-        "pass_at": {k: pass_at_k(n, c, k) for k in ks if k <= n},
-        "generated_tokens": sum(r.generated_tokens for r in results),
-        "seconds": sum(r.seconds for r in results),
-    }

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Self
 
-from engine.prompts import guidance_by_step
+from engine.prompts import chain_guidance
 from engine.store import Branch, Node, Store
 
 
@@ -123,8 +123,7 @@ class RunTree:
 
     def guidance(self, branch_id: int) -> dict[int, list[str]]:
         """The experience summaries shown to the agent on this branch, by the step they precede."""
-        rollbacks = [b for b in self.chain(branch_id) if b.kind == "rollback" and b.rollback_step is not None]
-        return guidance_by_step([(b.rollback_step, b.effective_summary or "") for b in rollbacks])
+        return chain_guidance(self.chain(branch_id))
 
     def guidance_at(self, node: Node) -> list[str]:
         """The summaries in force when the agent chose ``node``'s action (empty at the root)."""

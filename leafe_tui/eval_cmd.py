@@ -172,7 +172,7 @@ def evaluate(
     finally:
         loaded.close()
     summary = summarise(store, eval_id)
-    rows = [_row(t, ks, store, eval_id) for t in summary.tasks]
+    rows = [_row(t, ks) for t in summary.tasks]
     if as_json:
         print_json({"eval_id": eval_id, "model": spec.model, "adapter": spec.adapter, "tasks": rows})
         return
@@ -182,15 +182,14 @@ def evaluate(
     )
 
 
-def _row(task, ks: list[int], store, eval_id: int) -> dict:
-    samples = [s for s in store.eval_samples(eval_id) if s.task_id == task.task_id]
+def _row(task, ks: list[int]) -> dict:
     return {
         "task_id": task.task_id,
         "n": task.n,
         "successes": task.successes,
         "pass_at": {k: task.pass_at(k) for k in ks if k <= task.n},
-        "generated_tokens": sum(s.generated_tokens for s in samples),
-        "seconds": sum(s.seconds for s in samples),
+        "generated_tokens": task.generated_tokens,
+        "seconds": task.seconds,
     }
 
 
@@ -285,7 +284,7 @@ def evals_show(
         raise fail(exc.one_line()) from None
     summary = summarise(store, eval_id)
     curve = {k: summary.mean_pass_at(k) for k in range(1, record["n"] + 1)}
-    rows = [_row(t, record["ks"], store, eval_id) for t in summary.tasks]
+    rows = [_row(t, record["ks"]) for t in summary.tasks]
     if as_json:
         print_json({"evaluation": record, "tasks": rows, "curve": curve, "complete": summary.complete})
         return

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from engine.backends.scripted import ScriptedBackend
 from engine.models import TEST_MODEL, cached_path
-from engine.rollout import RolloutConfig, evaluate_task, pass_at_k
+from engine.rollout import RolloutConfig, pass_at_k, rollout
 from leafe_tui.cli import app
 from tests.doubles import PathTestEnv, act, guided
 
@@ -34,12 +34,9 @@ def test_max_steps_ends_an_episode_as_a_failure() -> None:
         reply_fn=lambda messages: act("abc"[sum(m["role"] == "assistant" for m in messages)])
     )
     config = RolloutConfig(grammar=False, max_steps=2)
-    row = evaluate_task(backend, PathTestEnv(), "path/abc", 2, [1], config)
-    assert row["successes"] == 0 and len(backend.prompts) == 4
-    assert (
-        evaluate_task(backend, PathTestEnv(), "path/abc", 1, [1], RolloutConfig(grammar=False))["successes"]
-        == 1
-    )
+    cut = [rollout(backend, PathTestEnv(), "path/abc", sample, config) for sample in range(2)]
+    assert not any(r.success for r in cut) and [r.steps for r in cut] == [2, 2] and len(backend.prompts) == 4
+    assert rollout(backend, PathTestEnv(), "path/abc", 0, RolloutConfig(grammar=False)).success
 
 
 def test_rollouts_have_no_reflection_and_count_successes() -> None:
@@ -54,10 +51,12 @@ def test_rollouts_have_no_reflection_and_count_successes() -> None:
         return act("x" if step == 2 and wrong else "abc"[step - 1])
 
     backend = ScriptedBackend(reply_fn=reply)
-    row = evaluate_task(backend, PathTestEnv(), "path/abc", 4, [1, 2, 4], RolloutConfig(grammar=False))
-    assert (row["n"], row["successes"]) == (4, 2)
-    assert row["pass_at"] == {1: pytest.approx(0.5), 2: pytest.approx(1 - comb(2, 2) / comb(4, 2)), 4: 1.0}
-    assert len(episodes) == 4
+    results = [rollout(backend, PathTestEnv(), "path/abc", i, RolloutConfig(grammar=False)) for i in range(4)]
+    successes = sum(r.success for r in results)
+    assert successes == 2 and len(episodes) == 4
+    assert pass_at_k(4, successes, 2) == pytest.approx(1 - comb(2, 2) / comb(4, 2))
+    solved = next(r for r in results if r.success)
+    assert len(solved.trajectory) == 3 and "Solved!" in solved.trajectory[-1][1]  # the trajectory is kept
 
 
 @pytest.mark.parametrize(

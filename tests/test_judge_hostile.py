@@ -233,6 +233,23 @@ os._exit(0)
 """
 
 
+def test_results_that_are_not_plain_data_never_reach_the_checker() -> None:
+    """What the program wrote is decoded (depth-capped) before it is passed on; a value nested past the
+    cap is recorded as not plain data (it went on as it was and could crash the hand-off)."""
+    from engine.envs.function_check import _learn
+    from engine.sandbox import RunResult
+
+    deep: object = None
+    for _ in range(300):
+        deep = [deep]
+    plain = [1, {"tuple": [2]}]
+    records = [{"event": "start", "i": 0}, {"event": "value", "i": 0, "value": deep}]
+    records += [{"event": "start", "i": 1}, {"event": "value", "i": 1, "value": plain}]
+    known: dict = {}
+    _learn(["a", "b"], records, RunResult("", "", 0, False, False, None, 0.0, "bwrap", "/scratch"), known, {})
+    assert "not_plain" in known["a"] and known["b"] == {"value": plain}
+
+
 def test_deeply_nested_forged_results_are_a_failure_not_a_crash(mode: str) -> None:
     """Results nested just below JSON's parse limit crashed the checker hand-off (RecursionError)."""
     problem = _problem("def check(candidate):\n    for i in range(40):\n        assert candidate(i) == i\n")

@@ -188,14 +188,10 @@ def _default_model() -> str:
 
 
 def default_backend_factory() -> BackendFactory:
-    """Open models through the registry, exactly as the spec says (a recorded run keeps its own)."""
+    """Models are opened through the registry, exactly as the spec says."""
+    from engine.registry import open_backend
 
-    def load(spec: ModelSpec) -> ModelBackend:
-        from engine.registry import open_backend
-
-        return open_backend(spec)
-
-    return load
+    return open_backend
 
 
 def default_env_factory(tasks_file: Path | None = None) -> EnvFactory:
