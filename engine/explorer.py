@@ -18,7 +18,7 @@ import threading
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from engine.actions import action_grammar, parse_action, parse_reflection, reflection_grammar
@@ -58,6 +58,21 @@ class ExploreConfig:
         default=400, metadata={"help": "With the grammar: longest <think> part, so the action always fits."}
     )
     task_seed: int = field(default=0, metadata={"help": "Seed passed to the environment's reset."})
+    strategy: str = field(
+        default="tree",
+        metadata={
+            "help": "How the budget is spent: tree (LEAFE: reflect, roll back to step τ, branch), refine "
+            "(linear retries: after a failure, start again from the beginning with the reflection) or "
+            "independent (fresh episodes, no reflection)."
+        },
+    )
+    step_budget: int = field(
+        default=0,
+        metadata={
+            "help": "Environment steps (code: program executions) the run may spend, 0 for no limit; "
+            "replays of a stored prefix are not counted. With it, the last episode may be cut short."
+        },
+    )
     adapter: str | None = None  # the GGUF LoRA the model ran with (recorded; the backend loads it)
 
     @classmethod
@@ -83,6 +98,20 @@ class ExploreConfig:
                 raise SettingError(f"the sampling {name} must be 0 or more, not {value}")
         if self.max_thought_chars < 0:
             raise SettingError(f"max_thought_chars must be 0 or more, not {self.max_thought_chars}")
+        if self.strategy not in STRATEGIES:
+            raise SettingError(
+                f"unknown exploration strategy {self.strategy!r}; known: {', '.join(STRATEGIES)}"
+            )
+        if self.step_budget < 0:
+            raise SettingError(f"the step budget must be 0 (no limit) or more, not {self.step_budget}")
+
+    def steps_spent(self, steps: int) -> bool:
+        """Whether a run that took ``steps`` environment steps has used up its step budget."""
+        return self.step_budget > 0 and steps >= self.step_budget
+
+
+# The three ways of spending an exploration budget that the paper compares (its Table 3).
+STRATEGIES = ("independent", "refine", "tree")
 
 
 class ReplayMismatch(LeafeError, RuntimeError):
@@ -214,9 +243,12 @@ class Explorer:
     # --- the breadth-first loop -------------------------------------------------------------
     def _loop(self, run_id: int, task_id: str, only: int | None = None) -> None:
         try:
-            if only is not None:
-                self._run_branch(run_id, task_id, self.store.branch(only))
+            if only is not None:  # a person's re-branch runs whole, whatever the step budget says
+                self._run_branch(run_id, task_id, self.store.branch(only), step_budget=False)
             while only is None and not self.stop.is_set():
+                if self.config.steps_spent(self.store.steps_used(run_id)):
+                    self._skip_queued(run_id)
+                    break
                 branch = self.store.next_branch(run_id)
                 if branch is None:
                     if self.store.episodes_used(run_id) >= self.config.budget:
@@ -242,6 +274,8 @@ class Explorer:
 
     def _work_left(self, run_id: int) -> bool:
         """Whether a resume would still explore: a queued branch, or episodes left in the budget."""
+        if self.config.steps_spent(self.store.steps_used(run_id)):
+            return False
         queued = any(b.status == "queued" for b in self.store.branches(run_id))
         return queued or self.store.episodes_used(run_id) < self.config.budget
 
@@ -257,7 +291,7 @@ class Explorer:
                 self.on_event(BranchChanged(run_id, branch.id, "skipped", outcome="budget spent"))
 
     # --- one episode -------------------------------------------------------------------------
-    def _run_branch(self, run_id: int, task_id: str, branch: Branch) -> None:
+    def _run_branch(self, run_id: int, task_id: str, branch: Branch, *, step_budget: bool = True) -> None:
         prefix = self.store.path_to(branch.from_node_id)
         own = self.store.branch_nodes(branch.id)
         if branch.kind == "root":  # the root node (step 0) belongs to the root branch
@@ -279,9 +313,12 @@ class Explorer:
                     self._reflect(run_id, branch, path, guidance, failed=True)
                     self._finish(run_id, branch, "failure")
                     return
-                if last.step % self.config.reflect_every == 0:
+                if last.step % self.config.reflect_every == 0 and self.config.strategy == "tree":
                     # A periodic rollback queues a branch; this episode goes on (it may still succeed).
                     self._reflect(run_id, branch, path, guidance, failed=False)
+            if step_budget and self.config.steps_spent(self.store.steps_used(run_id)):
+                self._finish(run_id, branch, "budget spent")
+                return
             node = self._act(run_id, branch, path, guidance)
             path.append(node)
             own.append(node)
@@ -351,7 +388,7 @@ class Explorer:
     ) -> None:
         """Reflect on the path and queue the branch it asks for (skipped if done before a kill)."""
         last = path[-1]
-        if self.store.reflection_for(last.id) is not None:
+        if self.config.strategy == "independent" or self.store.reflection_for(last.id) is not None:
             return
         messages = reflection_messages(self._messages(path, guidance), last.step, failed, last.done)
         completion = self.backend.complete(
@@ -364,6 +401,8 @@ class Explorer:
             else None,
         )
         reflection = parse_reflection(completion.text, last.step)
+        if self.config.strategy == "refine" and reflection.wants_rollback:
+            reflection = replace(reflection, step=1)  # a linear retry: from the beginning, with the lesson
         note = None
         if reflection.wants_rollback and branch.depth + 1 > self.config.max_depth:
             note = "max depth reached"

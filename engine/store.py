@@ -14,6 +14,7 @@ Tables
 - ``nodes``: one environment step (step 0 is the reset observation, the root of the tree).
 - ``reflections``: every reflection, including "no rollback" and unparsable ones.
 - Stage 2 (datasets, training jobs, adapters): see ``engine/training_records.py``.
+- Evaluations: ``engine/eval_records.py``; ablations: ``engine/ablation_records.py``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 
 import sqlite_utils
 
+from engine.ablation_records import AblationRecords, create_ablation_tables
 from engine.errors import NotFoundError
 from engine.eval_records import EvalRecords, create_eval_tables
 from engine.store_base import StoreError, now
@@ -41,7 +43,7 @@ from engine.training_records import TrainingRecords, create_training_tables
 # 4: runs.host and runs.pid_started (who owns a running run, beyond a pid that can be reused)
 # 5: runs.model_spec, .env_spec, .prompts (how to reopen a run, and the prompt texts it saw)
 # 6: evaluations and eval_samples (stored, resumable evaluations)
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 LOCK_WAIT_SECONDS = 30.0  # how long to wait for another process's write (schema creation, a claim)
 REVIEW_STATES = ("pending", "approved", "rejected")
 
@@ -269,6 +271,7 @@ _MIGRATIONS = {
     4: _migrate_to_4,
     5: _migrate_to_5,
     6: create_eval_tables,
+    7: create_ablation_tables,
 }
 # Tables every leafe file has had since version 1: with ``meta`` they tell a leafe file from another.
 _LEAFE_MARKERS = {"meta", "runs", "nodes", "branches"}
@@ -352,7 +355,7 @@ class _RolledBack(Exception):
     """Ends a probe transaction (``Store.check_writable``) with a rollback."""
 
 
-class Store(TrainingRecords, EvalRecords):
+class Store(TrainingRecords, EvalRecords, AblationRecords):
     """Access to one leafe SQLite file (Stage-2 rows: :class:`TrainingRecords`)."""
 
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
@@ -466,6 +469,7 @@ class Store(TrainingRecords, EvalRecords):
                 self.db[table].create_index(cols, if_not_exists=True)
             create_training_tables(self.db)
             create_eval_tables(self.db)
+            create_ablation_tables(self.db)
         else:
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 _MIGRATIONS[step](self.db)
@@ -686,6 +690,10 @@ class Store(TrainingRecords, EvalRecords):
     def episodes_used(self, run_id: int) -> int:
         return self.db["branches"].count_where("run_id = ? and status in ('running', 'done')", [run_id])
 
+    def steps_used(self, run_id: int) -> int:
+        """Environment steps the run has taken (its nodes past the first observation)."""
+        return self.db["nodes"].count_where("run_id = ? and step > 0", [run_id])
+
     def branch_chain(self, branch: Branch) -> list[Branch]:
         """The branch and its ancestors, oldest first."""
         chain = [branch]
@@ -783,7 +791,7 @@ class Store(TrainingRecords, EvalRecords):
             )
             for key, value in row.items():
                 totals[key] = totals.get(key, 0) + value
-        totals["steps"] = self.db["nodes"].count_where("run_id = ? and step > 0", [run_id])
+        totals["steps"] = self.steps_used(run_id)
         totals["episodes"] = self.episodes_used(run_id)
         totals["successes"] = self.db["branches"].count_where("run_id = ? and outcome = 'success'", [run_id])
         totals["evaluated_tokens"] = totals["prompt_tokens"] - totals["cached_tokens"]

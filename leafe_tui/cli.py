@@ -15,17 +15,17 @@ import typer
 
 from engine.envs.base import TaskNotFound
 from engine.store import StoreError
-from leafe_tui import doctor_cmd, eval_cmd, paths, stage2_cli
+from leafe_tui import ablate_cmd, doctor_cmd, eval_cmd, paths, stage2_cli
 from leafe_tui.cli_common import (
     BackendOption,
     DbOption,
     JsonOption,
     SuiteOption,
     TasksFileOption,
-    config_default,
-    config_help,
     console,
     err,
+    explore_default,
+    explore_option,
     fail,
     has_terminal,
     open_store,
@@ -175,17 +175,7 @@ def play(
 
 
 # --- explore --------------------------------------------------------------------------------
-def _opt(name: str, flag: str | None = None) -> Any:
-    """A ``leafe explore`` option whose help is the ExploreConfig field's own."""
-    from engine.explorer import ExploreConfig
-
-    return typer.Option(flag or "--" + name.replace("_", "-"), help=config_help(ExploreConfig, name))
-
-
-def _default(name: str) -> Any:
-    from engine.explorer import ExploreConfig
-
-    return config_default(ExploreConfig, name)
+_opt, _default = explore_option, explore_default
 
 
 @app.command()
@@ -348,8 +338,8 @@ def tui(
         raise typer.Exit(code)
 
 
-# The verbs of the other modules: Stage 2 (review, dataset, train, jobs, adapters), eval, doctor.
-for _module in (stage2_cli, eval_cmd, doctor_cmd):
+# The verbs of the other modules: Stage 2 (review, dataset, train, jobs, adapters), eval, ablate, doctor.
+for _module in (stage2_cli, eval_cmd, ablate_cmd, doctor_cmd):
     _module.register(app)
 
 

@@ -90,6 +90,20 @@ def config_help(cls: type, name: str) -> str:
     return str(field.metadata.get("help", ""))
 
 
+def explore_option(name: str, flag: str | None = None) -> Any:
+    """An exploration option (``leafe explore``, ``leafe ablate explore``) whose help is the
+    ExploreConfig field's own."""
+    from engine.explorer import ExploreConfig
+
+    return typer.Option(flag or "--" + name.replace("_", "-"), help=config_help(ExploreConfig, name))
+
+
+def explore_default(name: str) -> Any:
+    from engine.explorer import ExploreConfig
+
+    return config_default(ExploreConfig, name)
+
+
 class Verbs:
     """The top-level verbs (and groups) of one module: ``@verbs()`` marks a function, ``register(app)``
     adds them all to the ``leafe`` app, which ``leafe_tui.cli`` does once for each module."""
