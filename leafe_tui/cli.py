@@ -194,6 +194,8 @@ def explore(
     max_tokens: Annotated[int, _opt("max_tokens")] = _default("max_tokens"),
     grammar: Annotated[bool, _opt("grammar", "--grammar/--no-grammar")] = _default("grammar"),
     max_thought_chars: Annotated[int, _opt("max_thought_chars")] = _default("max_thought_chars"),
+    strategy: Annotated[str, _opt("strategy")] = _default("strategy"),
+    step_budget: Annotated[int, _opt("step_budget")] = _default("step_budget"),
     cache: Annotated[bool, typer.Option(help="Reuse the KV prefix across steps and branches.")] = True,
     n_ctx: Annotated[int, typer.Option("--n-ctx", help="llama.cpp context length.")] = 8192,
     resume: Annotated[int | None, typer.Option("--resume", help="Continue the interrupted run RUN.")] = None,
@@ -250,6 +252,8 @@ def explore(
             max_tokens=max_tokens,
             grammar=grammar,
             max_thought_chars=max_thought_chars,
+            strategy=strategy,
+            step_budget=step_budget,
         ),
     )
     if tui and not has_terminal():

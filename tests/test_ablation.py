@@ -217,3 +217,24 @@ def test_ablate_explore_command_end_to_end(tmp_path) -> None:
         assert "Traceback" not in bad.output
     missing = leafe("ablate", "show", "9", "--db", db)
     assert missing.exit_code == 2 and "no ablation 9" in missing.output
+
+
+def test_explore_takes_a_strategy_and_a_step_budget(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from leafe_tui.cli import app
+
+    replies = tmp_path / "replies.json"
+    replies.write_text(json.dumps([act("x")] * 20))
+    db = str(tmp_path / "e.db")
+    common = ["path/abc", "--backend", "scripted", "--model", str(replies), "--db", db]
+    result = CliRunner().invoke(
+        app, ["explore", *common, "--strategy", "independent", "--step-budget", "4", "--budget", "9"]
+    )
+    assert result.exit_code == 0, result.output
+    store = Store(db)
+    (run,) = store.list_runs()
+    assert (run["config"]["strategy"], run["config"]["step_budget"]) == ("independent", 4)
+    assert store.steps_used(run["id"]) == 4 and store.reflections(run["id"]) == []
+    bad = CliRunner().invoke(app, ["explore", *common, "--strategy", "beam"])
+    assert bad.exit_code == 2 and "unknown exploration strategy 'beam'" in bad.output
