@@ -11,14 +11,33 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from engine.backends.base import ModelBackend
 from engine.envs.base import Environment
 from engine.errors import SettingError
 from engine.eval_records import EvalSample
 from engine.rollout import RolloutConfig, pass_at_k, rollout
+from engine.specs import EnvSpec, ModelSpec
 from engine.store import Store
+
+
+def create_evaluation(
+    store: Store,
+    spec: ModelSpec,
+    tasks: list[str],
+    n: int,
+    ks: list[int],
+    config: RolloutConfig,
+    env_specs: dict[str, EnvSpec],
+    *,
+    label: str = "",
+) -> int:
+    """Record an evaluation before its first rollout (with how to reopen its model and environments)."""
+    stored = {**asdict(config), "env_specs": {t: e.to_json() for t, e in env_specs.items()}}
+    return store.create_evaluation(
+        model_spec=spec.to_json(), config=stored, tasks=list(tasks), n=n, ks=ks, label=label
+    )
 
 
 def run_evaluation(

@@ -271,3 +271,93 @@ def explore_table(result: Any) -> Any:
 
 def _runs(runs: tuple[int, ...]) -> str:
     return ", ".join(map(str, runs[:6])) + (" …" if len(runs) > 6 else "")
+
+
+@ablate_app.command("distill")
+def ablate_distill(
+    held_out: Annotated[
+        list[str] | None, typer.Argument(help="Held-out task ids to evaluate on (never explored).")
+    ] = None,
+    from_ablation: Annotated[
+        int | None,
+        typer.Option("--from-ablation", help="Use the tree runs of this `ablate explore` ablation."),
+    ] = None,
+    runs: Annotated[
+        str | None, typer.Option("--runs", help="Comma-separated run ids to build both datasets from.")
+    ] = None,
+    suite: SuiteOption = None,
+    examples: Annotated[
+        int, typer.Option("--examples", help="Examples per dataset [default: the smaller natural size].")
+    ] = 0,
+    samples: Annotated[int, typer.Option("-n", "--samples", help="Rollouts per held-out task.")] = 16,
+    k: Annotated[str, typer.Option("--k", help="Comma-separated k of pass@k, each at most -n.")] = "1,4,16",
+    base: Annotated[str, typer.Option("--base", help="Base model [default: the runs' model].")] = "",
+    epochs: Annotated[int, typer.Option(help="Passes over the training examples (both arms).")] = 2,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (both arms).")] = 1e-4,
+    rank: Annotated[int, typer.Option(help="LoRA rank (both arms).")] = 16,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Examples per optimiser step.")] = 4,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Stop each training after this many steps.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the datasets, training and sampling.")] = 0,
+    with_base: Annotated[
+        bool, typer.Option("--with-base/--no-base", help="Evaluate the base model beside both adapters.")
+    ] = True,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+    resume: Annotated[
+        int | None,
+        typer.Option("--resume", help="Continue the interrupted ablation ID (`leafe ablate list`)."),
+    ] = None,
+) -> None:
+    """Rehearsal only against rehearsal + counterfactual: same data budget and training settings,
+    both adapters (and the base model) evaluated on held-out tasks and compared.
+
+    Example: leafe ablate distill --from-ablation 1 --suite humaneval:held-out -n 16 --k 1,4,16
+    """
+    from engine.ablation import report
+    from engine.suites import suite_tasks
+    from leafe_tui.eval_cmd import parse_ks
+    from trainer.distill_ablation import DistillSettings, resume_distill_ablation, run_distill_ablation
+    from trainer.train import TrainError
+
+    store = open_store(db, create=False)
+
+    def log(line: str) -> None:
+        err.print(line, highlight=False)
+
+    try:
+        if resume is not None:
+            ablation_id = resume_distill_ablation(store, resume, log=log)
+        else:
+            if (from_ablation is None) == (runs is None):
+                raise SettingError("give the runs to learn from: --from-ablation ID or --runs 1,2,3")
+            if from_ablation is not None:
+                chosen = next(r.runs for r in report(store, from_ablation).results if r.strategy == "tree")
+            else:
+                chosen = tuple(int(part) for part in (runs or "").split(",") if part.strip())
+            tasks = [*(held_out or []), *(suite_tasks(suite) if suite else [])]
+            settings = DistillSettings(
+                runs=tuple(chosen),
+                held_out=tuple(tasks),
+                examples=examples,
+                samples=samples,
+                ks=tuple(parse_ks(k, samples)),
+                base=base,
+                epochs=epochs,
+                lr=lr,
+                rank=rank,
+                grad_accum=grad_accum,
+                max_steps=max_steps,
+                seed=seed,
+                with_base=with_base,
+            )
+            ablation_id = run_distill_ablation(store, settings, log=log)
+    except KeyboardInterrupt:
+        last = resume or (store.ablations()[-1]["id"] if store.ablations() else "ID")
+        raise fail(
+            f"interrupted: resume with `leafe ablate distill --resume {last} --db {store.path}`", 130
+        ) from None
+    except (LeafeError, TrainError, OSError, ValueError) as exc:
+        raise fail_with(exc, 1 if resume is not None else 2) from None
+    _show(store, ablation_id, as_json)

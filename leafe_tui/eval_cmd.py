@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -100,7 +99,7 @@ def evaluate(
     can be compared with another (`leafe compare`). Run it with and without --adapter to see what
     training changed. Example: leafe eval code/suite/digit-collapse -n 8 --k 1,4,8 --adapter 1
     """
-    from engine.evaluation import run_evaluation, summarise
+    from engine.evaluation import create_evaluation, run_evaluation, summarise
     from engine.registry import open_backend, open_env
     from engine.rollout import RolloutConfig
     from engine.runtime import env_spec_for, model_spec_for, trained_setting
@@ -146,10 +145,7 @@ def evaluate(
             env_specs = {task: env_spec_for(task, tasks_file) for task in tasks}
             store = Store(database)
             store.check_writable()
-            stored = {**asdict(config), "env_specs": {t: e.to_json() for t, e in env_specs.items()}}
-            eval_id = store.create_evaluation(
-                model_spec=spec.to_json(), config=stored, tasks=list(tasks), n=samples, ks=ks
-            )
+            eval_id = create_evaluation(store, spec, list(tasks), samples, ks, config, env_specs)
         envs = {task: open_env(env_spec) for task, env_spec in env_specs.items() if env_spec}
         with err.status(f"loading {spec.model}{' with its adapter' if spec.adapter else ''}…"):
             loaded = open_backend(spec)

@@ -53,6 +53,7 @@ class DatasetSettings:
     cf_per_task: int = 3
     cf_suffix: bool = False
     seed: int = 0
+    limit: int = 0  # the data budget: at most this many examples, kinds in proportion (0: all)
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
@@ -61,6 +62,8 @@ class DatasetSettings:
             raise DatasetError("--rehearsal-fraction must be between 0 and 1")
         if self.cf_per_task < 0:
             raise DatasetError("--cf-per-task must be 0 or more")
+        if self.limit < 0:
+            raise DatasetError("the example limit must be 0 (no limit) or more")
 
 
 @dataclass
@@ -211,10 +214,26 @@ def collect_examples(
         pool = reh_pool.get(task, [])
         chosen_reh = _sample(pool, _rehearsal_count(len(pool), settings.rehearsal_fraction), rng)
         chosen_cf = _sample(cf_pool.get(task, []), settings.cf_per_task, rng)
-        counts.rehearsal += len(chosen_reh)
-        counts.counterfactual += len(chosen_cf)
         examples.extend(chosen_cf + chosen_reh)
+    if settings.limit and len(examples) > settings.limit:
+        kept = _within_limit(examples, settings.limit, random.Random(f"{settings.seed}:limit"))
+        counts.skipped["over the example limit"] += len(examples) - len(kept)
+        examples = kept
+    counts.rehearsal = sum(e.kind == "reh" for e in examples)
+    counts.counterfactual = sum(e.kind == "cf" for e in examples)
     return examples, counts
+
+
+def _within_limit(examples: list[Example], limit: int, rng: random.Random) -> list[Example]:
+    """At most ``limit`` examples, counterfactual and rehearsal in the proportion the data has (at
+    least one counterfactual example when there is any: they are what LEAFE adds), each drawn at
+    random; the original order is kept."""
+    cf = [i for i, e in enumerate(examples) if e.kind == "cf"]
+    reh = [i for i, e in enumerate(examples) if e.kind != "cf"]
+    cf_share = max(1, round(limit * len(cf) / len(examples))) if cf else 0
+    keep = set(_sample(cf, cf_share, rng))
+    keep |= set(_sample(reh, limit - len(keep), rng))
+    return [e for i, e in enumerate(examples) if i in keep]
 
 
 def _counterfactual(
