@@ -3,8 +3,9 @@
 From the same runs, two datasets of the same size (the data budget): ``reh`` holds successful
 trajectories only (rejection-sampling fine-tuning); ``leafe`` holds the counterfactual examples of the
 recovered branches and rehearsal, drawn down to the same size in the proportion the runs gave. One
-adapter is trained on each with the same settings and seed; then the base model and both adapters are evaluated on held-out tasks with
-the same rollout settings, and compared (``engine.evaluation.compare``).
+adapter is trained on each with the same settings and seed; then the base model and both adapters
+are evaluated on held-out tasks with the same rollout settings, and compared
+(``engine.evaluation.compare``).
 
 Each stage is recorded in the ablation's ``state`` as soon as it exists (dataset ids, job ids,
 evaluation ids), so a killed ablation resumes at the stage it stopped in: a training job from its
