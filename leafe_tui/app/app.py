@@ -108,6 +108,13 @@ class LeafeApp(App[None]):
         if not any(isinstance(screen, TrainingScreen) for screen in self.screen_stack):
             self.push_screen(TrainingScreen())
 
+    def action_open_evaluations(self) -> None:
+        """The stored evaluations (`v` on the runs list, or the palette); never twice in the stack."""
+        from leafe_tui.app.evaluations import EvaluationsScreen
+
+        if not any(isinstance(screen, EvaluationsScreen) for screen in self.screen_stack):
+            self.push_screen(EvaluationsScreen())
+
     def run_screens(self, run_id: int | None = None) -> list[RunScreen]:
         return [s for s in self.screen_stack if isinstance(s, RunScreen) and run_id in (None, s.run_id)]
 

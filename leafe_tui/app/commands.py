@@ -49,6 +49,12 @@ class LeafeCommands(Provider):
                 commands.append(
                     (training.title, run, f"{keys.key_for(training.id, keymap)} on the runs list")
                 )
+        if not isinstance(screen, RunsScreen):
+            evaluations = keys.ALL["runs.evaluations"]
+            commands.append(
+                (evaluations.title, self.app.action_open_evaluations,  # type: ignore[attr-defined]
+                 f"{keys.key_for(evaluations.id, keymap)} on the runs list")
+            )  # fmt: skip
         add(keys.APP, self.app)
         return commands
 

@@ -52,6 +52,13 @@ RUNS = [
         "Training",
         "Training: jobs and loss curves, a new job from the approved branches, adapters",
     ),
+    Key(
+        "runs.evaluations",
+        "v",
+        "app.open_evaluations",
+        "Evaluations",
+        "Evaluations: Pass@k per task, samples and their trajectories",
+    ),
     Key("runs.quit", "q", "app.quit", "Quit"),
 ]
 RUN = [
@@ -158,6 +165,20 @@ ADAPTER = [
     ),
     Key("adapter.close", "escape", "close", "Close"),
 ]
+EVALS = [
+    Key("evals.back", "escape,q", "back", "Back", "Back to the runs list"),
+    Key(
+        "evals.open", "enter", "open", "Open", "Open the evaluation: tasks, samples, trajectories", show=False
+    ),
+    Key("evals.refresh", "r", "refresh", "Refresh", "Read the evaluations again"),
+]
+EVAL = [
+    Key("eval.back", "escape,q", "back", "Back", "Back to the evaluations"),
+    Key("eval.open", "o", "open", "Open sample", "Open the selected sample's trajectory"),
+]
+SAMPLE = [
+    Key("sample.back", "escape,q", "back", "Back", "Back to the evaluation"),
+]
 GROUPS = {
     "app": APP,
     "runs": RUNS,
@@ -169,6 +190,9 @@ GROUPS = {
     "newjob": NEW_JOB,
     "confirm": CONFIRM,
     "adapter": ADAPTER,
+    "evals": EVALS,
+    "eval": EVAL,
+    "sample": SAMPLE,
 }
 ALL: dict[str, Key] = {k.id: k for group in GROUPS.values() for k in group}
 
