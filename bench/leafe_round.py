@@ -108,6 +108,22 @@ def stage_one(store: Store, args: argparse.Namespace, tasks: list[str]) -> int:
     return ablation_id
 
 
+def write_plot(store: Store, result, path: Path) -> Path:
+    """The mean pass@k curves (k = 1 … n) of the base model and both adapters, as an SVG."""
+    from engine.evaluation import summarise
+    from leafe_tui.pass_plot import write_svg
+
+    curves = []
+    for arm in result.arms:
+        if arm.eval_id is None:
+            continue
+        summary = summarise(store, arm.eval_id)
+        n = store.evaluation(arm.eval_id)["n"]
+        label = {"base": "base model", "reh": "rehearsal only", "leafe": "LEAFE (reh + cf)"}[arm.arm]
+        curves.append((label, {k: summary.mean_pass_at(k) for k in range(1, n + 1)}))
+    return write_svg(curves, path, title=f"held-out pass@k, {len(result.held_out)} tasks")
+
+
 def write_results(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
@@ -167,9 +183,11 @@ def main() -> None:
     distill_id = run_distill_ablation(
         store, distill_settings, ablation_id=distill_id, state={"bench_key": key}, log=log
     )
-    payload["stage2"] = report_distill(store, distill_id).as_dict()
+    result = report_distill(store, distill_id)
+    payload["stage2"] = result.as_dict()
     write_results(args.out, payload)
-    log(f"stage 2 done: results in {args.out}")
+    plot = write_plot(store, result, args.out.with_suffix(".svg"))
+    log(f"stage 2 done: results in {args.out}, the pass@k plot in {plot}")
 
 
 if __name__ == "__main__":

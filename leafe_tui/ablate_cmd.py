@@ -90,6 +90,7 @@ def ablate_explore(
     open it with `leafe tui RUN`). Example: leafe ablate explore --suite code-suite:train --budget 12
     """
     from engine.ablation import create_explore_ablation, run_explore_ablation
+    from engine.events import ExplorerEvent, NodeCommitted
     from engine.explorer import ExploreConfig
     from engine.registry import open_backend, open_env
     from engine.runtime import check_n_ctx, env_spec_for, model_spec_for
@@ -152,8 +153,21 @@ def ablate_explore(
             highlight=False,
         )
 
+    budget = ablation["settings"]["budget"]
     try:
-        run_explore_ablation(store, ablation_id, loaded, envs, model=spec.model, on_run=finished)
+        with err.status(f"ablation {ablation_id}: starting") as status:
+
+            def progress(event: ExplorerEvent) -> None:
+                if isinstance(event, NodeCommitted) and event.node.step > 0:
+                    run = store.get_run(event.run_id)
+                    status.update(
+                        f"ablation {ablation_id}: {run['config']['strategy']} {run['task_id']}: "
+                        f"step {store.steps_used(event.run_id)}/{budget}"
+                    )
+
+            run_explore_ablation(
+                store, ablation_id, loaded, envs, model=spec.model, on_run=finished, on_event=progress
+            )
     except KeyboardInterrupt:
         raise fail(
             f"interrupted: resume with `leafe ablate explore --resume {ablation_id} --db {store.path}`", 130
