@@ -9,7 +9,8 @@ Every cell (strategy, task) is an ordinary run with ``step_budget`` = B, so each
 environment steps (the last episode is cut short when the budget runs out; replays of a stored
 prefix are not counted: they re-execute recorded actions and call no model). A person can open any
 of these runs in the TUI. The runs are linked to the ablation as soon as they exist, so a killed
-ablation resumes each one where it stopped and never starts a cell twice.
+ablation resumes each one where it stopped (one process at a time: two resumes of the same
+ablation at once are not guarded against).
 """
 
 from __future__ import annotations
@@ -43,8 +44,11 @@ def create_explore_ablation(
     """Record the ablation (before any run) and return its id."""
     if budget < 1:
         raise SettingError(f"the step budget must be at least 1 environment step, not {budget}")
+    tasks, strategies = list(dict.fromkeys(tasks)), tuple(dict.fromkeys(strategies))  # each once
     if not tasks:
         raise SettingError("an ablation needs at least one task")
+    if not strategies:
+        raise SettingError(f"an ablation needs at least one strategy of {', '.join(STRATEGIES)}")
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise SettingError(f"unknown strategy {unknown[0]!r}; known: {', '.join(STRATEGIES)}")
@@ -57,6 +61,28 @@ def create_explore_ablation(
         "env_specs": {task: spec.to_json() for task, spec in env_specs.items()},
     }
     return store.create_ablation(KIND, settings=settings, tasks=list(tasks), model_spec=model_spec.to_json())
+
+
+def explore_ablation(store: Store, ablation_id: int) -> dict[str, Any]:
+    """The ablation, checked to be a Stage-1 (explore) one."""
+    ablation = store.ablation(ablation_id)
+    if ablation["kind"] != KIND:
+        raise SettingError(f"ablation {ablation_id} is a {ablation['kind']} ablation, not an explore one")
+    return ablation
+
+
+def tree_runs(store: Store, ablation_id: int) -> tuple[int, ...]:
+    """The rollback-tree runs of the tasks every strategy finished: what Stage 2 learns from."""
+    ablation = explore_ablation(store, ablation_id)
+    if "tree" not in ablation["settings"]["strategies"]:
+        raise SettingError(f"ablation {ablation_id} has no tree strategy to learn from")
+    runs = next(r.runs for r in report(store, ablation_id).results if r.strategy == "tree")
+    if not runs:
+        raise SettingError(
+            f"ablation {ablation_id} has no task finished by every strategy yet",
+            hint=f"leafe ablate explore --resume {ablation_id}",
+        )
+    return runs
 
 
 def strategy_config(ablation: dict[str, Any], strategy: str) -> ExploreConfig:
@@ -79,9 +105,7 @@ def run_explore_ablation(
     """Run every (task, strategy) cell the ablation has not finished, task by task, so that a partial
     ablation still compares the strategies on the same tasks. ``on_run(strategy, task, run)`` is
     called when a cell ends."""
-    ablation = store.ablation(ablation_id)
-    if ablation["kind"] != KIND:
-        raise SettingError(f"ablation {ablation_id} is a {ablation['kind']} ablation, not an explore one")
+    ablation = explore_ablation(store, ablation_id)
     specs = {t: EnvSpec.from_json(j) for t, j in ablation["settings"]["env_specs"].items()}
     model_spec = ModelSpec.from_json(ablation["model_spec"])
     stop = stop or threading.Event()
@@ -190,7 +214,7 @@ class ExploreAblationReport:
 def report(store: Store, ablation_id: int) -> ExploreAblationReport:
     """Per strategy, over the tasks every strategy has finished (a partial ablation compares like with
     like): tasks solved, successful trajectories, recoveries, steps and tokens."""
-    ablation = store.ablation(ablation_id)
+    ablation = explore_ablation(store, ablation_id)
     strategies = ablation["settings"]["strategies"]
     links = store.ablation_runs(ablation_id)
     finished = {cell: run for cell, run in links.items() if store.get_run(run)["status"] == "finished"}

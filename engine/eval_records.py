@@ -132,6 +132,16 @@ class EvalRecords:
         row["trajectory"] = json.dumps(sample.trajectory, ensure_ascii=False)
         self.db["eval_samples"].insert({"eval_id": eval_id, **row, "created_at": now()})
 
+    def eval_sample(self, eval_id: int, task_id: str, index: int) -> EvalSample:
+        """One stored sample with its trajectory."""
+        rows = self.db.query(
+            "select * from eval_samples where eval_id = ? and task_id = ? and sample = ?",
+            [eval_id, task_id, index],
+        )
+        for row in rows:
+            return _sample(row)
+        raise EvaluationNotFound(f"evaluation {eval_id} has no sample {index} of {task_id}")
+
     def eval_samples(self, eval_id: int, *, trajectories: bool = True) -> list[EvalSample]:
         """The samples of an evaluation; without ``trajectories`` (summaries) their text is not read."""
         columns = "task_id, sample, success, steps, generated_tokens, seconds" + (
@@ -140,20 +150,19 @@ class EvalRecords:
         rows = self.db.query(
             f"select {columns} from eval_samples where eval_id = ? order by task_id, sample", [eval_id]
         )
-        out = []
-        for row in rows:
-            out.append(
-                EvalSample(
-                    task_id=row["task_id"],
-                    sample=row["sample"],
-                    success=bool(row["success"]),
-                    steps=row["steps"] or 0,
-                    generated_tokens=row["generated_tokens"] or 0,
-                    seconds=row["seconds"] or 0.0,
-                    trajectory=json.loads(row.get("trajectory") or "[]"),
-                )
-            )
-        return out
+        return [_sample(row) for row in rows]
+
+
+def _sample(row: dict[str, Any]) -> EvalSample:
+    return EvalSample(
+        task_id=row["task_id"],
+        sample=row["sample"],
+        success=bool(row["success"]),
+        steps=row["steps"] or 0,
+        generated_tokens=row["generated_tokens"] or 0,
+        seconds=row["seconds"] or 0.0,
+        trajectory=json.loads(row.get("trajectory") or "[]"),
+    )
 
 
 def _decoded(row: dict[str, Any]) -> dict[str, Any]:

@@ -246,10 +246,12 @@ class Explorer:
             if only is not None:  # a person's re-branch runs whole, whatever the step budget says
                 self._run_branch(run_id, task_id, self.store.branch(only), step_budget=False)
             while only is None and not self.stop.is_set():
-                if self.config.steps_spent(self.store.steps_used(run_id)):
+                branch = self.store.next_branch(run_id)
+                # With the step budget spent, an episode a kill left running is still closed (its
+                # last step may have succeeded); nothing new starts.
+                if self._steps_spent(run_id) and (branch is None or branch.status != "running"):
                     self._skip_queued(run_id)
                     break
-                branch = self.store.next_branch(run_id)
                 if branch is None:
                     if self.store.episodes_used(run_id) >= self.config.budget:
                         break
@@ -272,9 +274,12 @@ class Explorer:
         self.store.set_run_status(run_id, status)
         self.on_event(RunChanged(run_id, status))
 
+    def _steps_spent(self, run_id: int) -> bool:
+        return self.config.steps_spent(self.store.steps_used(run_id))
+
     def _work_left(self, run_id: int) -> bool:
         """Whether a resume would still explore: a queued branch, or episodes left in the budget."""
-        if self.config.steps_spent(self.store.steps_used(run_id)):
+        if self._steps_spent(run_id):
             return False
         queued = any(b.status == "queued" for b in self.store.branches(run_id))
         return queued or self.store.episodes_used(run_id) < self.config.budget
@@ -305,18 +310,25 @@ class Explorer:
 
         while not self.stop.is_set():
             last = path[-1]
+            # Past the step budget no reflection is paid for: the branch it asks for could not run.
+            spent = step_budget and self._steps_spent(run_id)
             if own and own[-1].id == last.id:
                 if last.success:
                     self._finish(run_id, branch, "success")
                     return
                 if last.done:
-                    self._reflect(run_id, branch, path, guidance, failed=True)
+                    if not spent:
+                        self._reflect(run_id, branch, path, guidance, failed=True)
                     self._finish(run_id, branch, "failure")
                     return
-                if last.step % self.config.reflect_every == 0 and self.config.strategy == "tree":
+                if (
+                    last.step % self.config.reflect_every == 0
+                    and self.config.strategy == "tree"
+                    and not spent
+                ):
                     # A periodic rollback queues a branch; this episode goes on (it may still succeed).
                     self._reflect(run_id, branch, path, guidance, failed=False)
-            if step_budget and self.config.steps_spent(self.store.steps_used(run_id)):
+            if spent:
                 self._finish(run_id, branch, "budget spent")
                 return
             node = self._act(run_id, branch, path, guidance)

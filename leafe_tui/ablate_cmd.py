@@ -89,7 +89,7 @@ def ablate_explore(
     can learn from), the recoveries and the tokens spent. Every run is an ordinary run (`leafe runs`,
     open it with `leafe tui RUN`). Example: leafe ablate explore --suite code-suite:train --budget 12
     """
-    from engine.ablation import create_explore_ablation, run_explore_ablation
+    from engine.ablation import create_explore_ablation, explore_ablation, run_explore_ablation
     from engine.events import ExplorerEvent, NodeCommitted
     from engine.explorer import ExploreConfig
     from engine.registry import open_backend, open_env
@@ -102,7 +102,7 @@ def ablate_explore(
     try:
         if resume is not None:
             store = Store(database, create=False)
-            ablation = store.ablation(resume)
+            ablation = explore_ablation(store, resume)
             if ablation["status"] == "finished":
                 raise SettingError(f"ablation {resume} already finished; nothing to resume")
             ablation_id = resume
@@ -232,6 +232,14 @@ def ablate_show(
         raise fail_with(exc) from None
 
 
+def _started(store: Any, resume: int | None, known: set[int]) -> int | None:
+    """The ablation this command was working on: the resumed one, or the one it recorded."""
+    if resume is not None:
+        return resume
+    new = [a["id"] for a in store.ablations() if a["id"] not in known]
+    return new[-1] if new else None
+
+
 def _show(store: Any, ablation_id: int, as_json: bool) -> None:
     ablation = store.ablation(ablation_id)
     if ablation["kind"] == "distill":
@@ -329,7 +337,7 @@ def ablate_distill(
 
     Example: leafe ablate distill --from-ablation 1 --suite humaneval:held-out -n 16 --k 1,4,16
     """
-    from engine.ablation import report
+    from engine.ablation import tree_runs
     from engine.suites import suite_tasks
     from leafe_tui.eval_cmd import parse_ks
     from trainer.distill_ablation import DistillSettings, resume_distill_ablation, run_distill_ablation
@@ -340,6 +348,8 @@ def ablate_distill(
     def log(line: str) -> None:
         err.print(line, highlight=False)
 
+    known = {a["id"] for a in store.ablations()}
+
     try:
         if resume is not None:
             ablation_id = resume_distill_ablation(store, resume, log=log)
@@ -347,7 +357,7 @@ def ablate_distill(
             if (from_ablation is None) == (runs is None):
                 raise SettingError("give the runs to learn from: --from-ablation ID or --runs 1,2,3")
             if from_ablation is not None:
-                chosen = next(r.runs for r in report(store, from_ablation).results if r.strategy == "tree")
+                chosen = tree_runs(store, from_ablation)
             else:
                 chosen = tuple(int(part) for part in (runs or "").split(",") if part.strip())
             tasks = [*(held_out or []), *(suite_tasks(suite) if suite else [])]
@@ -373,5 +383,9 @@ def ablate_distill(
             f"interrupted: resume with `leafe ablate distill --resume {last} --db {store.path}`", 130
         ) from None
     except (LeafeError, TrainError, OSError, ValueError) as exc:
-        raise fail_with(exc, 1 if resume is not None else 2) from None
+        started = _started(store, resume, known)
+        if started is None:  # refused before anything was recorded: a user's mistake
+            raise fail_with(exc) from None
+        message = exc.one_line() if isinstance(exc, LeafeError) else str(exc)
+        raise fail(f"{message} (resume with `leafe ablate distill --resume {started}`)", 1) from None
     _show(store, ablation_id, as_json)

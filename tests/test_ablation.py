@@ -10,6 +10,7 @@ import pytest
 from engine.ablation import create_explore_ablation, report, run_explore_ablation
 from engine.backends.scripted import ScriptedBackend
 from engine.errors import SettingError
+from engine.events import NodeCommitted
 from engine.explorer import STRATEGIES, ExploreConfig, Explorer
 from engine.specs import EnvSpec, ModelSpec
 from engine.store import Store
@@ -81,49 +82,67 @@ def test_the_strategies_spend_the_budget_differently(store: Store) -> None:
     assert all(r.generated_tokens > 0 for r in by_strategy.values())
 
 
+def right_letters(messages):
+    """Always the right letter of path/abcdefg: an episode only ends when the budget cuts it."""
+    if is_reflection(messages):
+        return reflect(2, "keep going")
+    return act("abcdefg"[sum(1 for m in messages if m["role"] == "assistant")])
+
+
 def test_a_cut_episode_ends_as_budget_spent(store: Store) -> None:
-    ablation_id = ablate(store, wrong_at_two, 2, tasks=["path/abcdefg"], reflect_every=10)
-    run_id = store.ablation_runs(ablation_id)[("tree", "path/abcdefg")]
-    outcomes = [b.outcome for b in store.branches(run_id)]
-    assert store.steps_used(run_id) == 2
-    assert "budget spent" not in outcomes or outcomes[-1] == "budget spent"
+    ablation_id = ablate(store, right_letters, 3, tasks=["path/abcdefg"], reflect_every=10)
+    for strategy in STRATEGIES:
+        run_id = store.ablation_runs(ablation_id)[(strategy, "path/abcdefg")]
+        assert [(b.kind, b.status, b.outcome) for b in store.branches(run_id)] == [
+            ("root", "done", "budget spent")
+        ]
+        assert store.steps_used(run_id) == 3 and store.reflections(run_id) == []
 
 
 class Killed(BaseException):
     """Stands for SIGKILL in-process."""
 
 
-def test_a_killed_ablation_resumes_without_repeating_a_cell(tmp_path) -> None:
+@pytest.mark.parametrize("kill_at_step", [3, 6])
+def test_a_killed_ablation_resumes_without_repeating_a_cell(tmp_path, kill_at_step: int) -> None:
+    """Killed as the tree cell commits a step (6: its last, the budget spent with the episode not yet
+    closed), the resumed ablation equals one that was never killed."""
     reference = Store(tmp_path / "reference.db")
     ref_id = ablate(reference, wrong_at_two, 6)
 
     store = Store(tmp_path / "killed.db")
-    calls = {"n": 0}
+    ablation_id = create_explore_ablation(
+        store, TASKS, 6, ExploreConfig(), model_spec=ModelSpec(model="scripted", backend="scripted"),
+        env_specs={t: EnvSpec("path") for t in TASKS},
+    )  # fmt: skip
 
-    def dying(messages):
-        calls["n"] += 1
-        if calls["n"] == 14:  # inside the second or third cell
+    def kill(event) -> None:
+        tree = (
+            isinstance(event, NodeCommitted) and store.get_run(event.run_id)["config"]["strategy"] == "tree"
+        )
+        if tree and event.node.step > 0 and store.steps_used(event.run_id) == kill_at_step:
             raise Killed
-        return wrong_at_two(messages)
 
+    envs = {t: PathTestEnv() for t in TASKS}
     with pytest.raises(Killed):
-        ablate(store, dying, 6)
-    ablation_id = store.ablations()[-1]["id"]
+        run_explore_ablation(
+            store, ablation_id, ScriptedBackend(reply_fn=wrong_at_two), envs, model="scripted", on_event=kill
+        )
     assert store.ablation(ablation_id)["status"] == "interrupted"
     started = dict(store.ablation_runs(ablation_id))
-    run_explore_ablation(
-        store,
-        ablation_id,
-        ScriptedBackend(reply_fn=wrong_at_two),
-        {t: PathTestEnv() for t in TASKS},
-        model="scripted",
-    )
+    run_explore_ablation(store, ablation_id, ScriptedBackend(reply_fn=wrong_at_two), envs, model="scripted")
     links = store.ablation_runs(ablation_id)
     assert all(links[cell] == run for cell, run in started.items())  # the killed cell was resumed
     assert len(store.list_runs()) == len(links) == len(STRATEGIES) * len(TASKS)
-    ours = {r.strategy: (r.steps, r.successes, r.solved) for r in report(store, ablation_id).results}
-    theirs = {r.strategy: (r.steps, r.successes, r.solved) for r in report(reference, ref_id).results}
+    ours = {
+        r.strategy: (r.steps, r.successes, r.solved, r.episodes) for r in report(store, ablation_id).results
+    }
+    theirs = {
+        r.strategy: (r.steps, r.successes, r.solved, r.episodes) for r in report(reference, ref_id).results
+    }
     assert ours == theirs
+    for run_id in links.values():
+        assert all(b.status in ("done", "skipped") for b in store.branches(run_id))  # nothing left running
     assert store.ablation(ablation_id)["status"] == "finished"
 
 
@@ -145,6 +164,16 @@ def test_a_partial_report_compares_only_tasks_every_strategy_finished(store: Sto
     store.link_ablation_run(ablation_id, "tree", "path/abc", run_id)
     partial = report(store, ablation_id)
     assert partial.tasks == [] and not partial.complete
+    # every strategy finishes path/abc; path/abcdefg stays unstarted
+    for strategy in ("independent", "refine"):
+        config = ExploreConfig(budget=3, step_budget=3, strategy=strategy)
+        run = Explorer(store, ScriptedBackend(reply_fn=wrong_at_two), PathTestEnv(), config).start(
+            "path/abc", "scripted"
+        )
+        store.link_ablation_run(ablation_id, strategy, "path/abc", run)
+    partial = report(store, ablation_id)
+    assert partial.tasks == ["path/abc"] and not partial.complete
+    assert all(r.tasks == 1 and r.steps == 3 for r in partial.results)
 
 
 def test_bad_ablation_settings_are_refused(store: Store) -> None:
@@ -155,8 +184,24 @@ def test_bad_ablation_settings_are_refused(store: Store) -> None:
         create_explore_ablation(
             store, TASKS, 3, ExploreConfig(), model_spec=spec, env_specs={}, strategies=("beam",)
         )
+    with pytest.raises(SettingError, match="at least one strategy"):
+        create_explore_ablation(
+            store, TASKS, 3, ExploreConfig(), model_spec=spec, env_specs={}, strategies=()
+        )
     with pytest.raises(SettingError, match="strategy"):
         ExploreConfig(strategy="beam").validate()
+    twice = create_explore_ablation(
+        store,
+        [*TASKS, TASKS[0]],
+        3,
+        ExploreConfig(),
+        model_spec=spec,
+        env_specs={},
+        strategies=("tree", "tree"),
+    )
+    assert store.ablation(twice)["tasks"] == TASKS and store.ablation(twice)["settings"]["strategies"] == [
+        "tree"
+    ]
 
 
 def test_a_person_rebranch_runs_whole_after_the_step_budget(store: Store) -> None:
@@ -170,7 +215,7 @@ def test_a_person_rebranch_runs_whole_after_the_step_budget(store: Store) -> Non
         ExploreConfig(**store.get_run(run_id)["config"]),
     )
     child = explorer.rebranch(run_id, source.id, "at step 2 write b")
-    assert child.outcome == "success"
+    assert child.outcome == "success" and store.steps_used(run_id) > 4
     assert store.get_run(run_id)["status"] == "finished"
 
 
@@ -215,6 +260,17 @@ def test_ablate_explore_command_end_to_end(tmp_path) -> None:
         bad = leafe("ablate", "explore", *args, "--backend", "scripted", "--model", str(replies), "--db", db)
         assert bad.exit_code == 2 and message in bad.output, (args, bad.output)
         assert "Traceback" not in bad.output
+    no_tree = leafe("ablate", "explore", "path/abc", "--strategies", "independent", "--budget", "1",
+                    "--backend", "scripted", "--model", str(replies), "--db", db)  # fmt: skip
+    assert no_tree.exit_code == 0, no_tree.output
+    for args, message in (
+        (["--from-ablation", "2"], "no tree strategy"),
+        (["--from-ablation", "9"], "no ablation 9"),
+        (["--runs", "1"], "give the runs"),  # with --from-ablation too
+    ):
+        extra = ["--from-ablation", "1"] if args[0] == "--runs" else []
+        bad = leafe("ablate", "distill", "path/abcdefg", *args, *extra, "--db", db)
+        assert bad.exit_code == 2 and message in bad.output and "Traceback" not in bad.output, bad.output
     missing = leafe("ablate", "show", "9", "--db", db)
     assert missing.exit_code == 2 and "no ablation 9" in missing.output
 

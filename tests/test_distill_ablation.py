@@ -76,8 +76,14 @@ def test_runs_without_a_recovered_branch_are_refused_before_training(store: Stor
     settings = DistillSettings(runs=(run_id,), held_out=("path/abcdefg",), samples=1, ks=(1,))
     with pytest.raises(LeafeError, match="no counterfactual example"):
         run_distill_ablation(store, settings, log=lambda _line: None)
-    (ablation,) = store.ablations()
-    assert ablation["status"] == "interrupted" and store.jobs() == []
+    assert store.ablations() == [] and store.jobs() == []  # refused before anything was recorded
+
+
+def test_an_unknown_held_out_task_is_refused_before_training(store: Store) -> None:
+    settings = DistillSettings(runs=recovered_runs(store, 1), held_out=("path-typo/x",), samples=1, ks=(1,))
+    with pytest.raises(LeafeError, match="path-typo"):
+        run_distill_ablation(store, settings, log=lambda _line: None)
+    assert store.ablations() == [] and store.datasets() == []
 
 
 @pytest.mark.parametrize(

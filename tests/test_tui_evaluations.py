@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from engine.backends.scripted import ScriptedBackend
 from engine.evaluation import create_evaluation, run_evaluation
 from engine.rollout import RolloutConfig
@@ -98,5 +100,32 @@ def test_an_empty_database_says_how_to_make_an_evaluation(tmp_path: Path) -> Non
             await until(pilot, lambda: "none yet" in getattr(pilot.app.screen, "title_text", ""), "the title")
             title = pilot.app.screen.title_text.plain
             assert "none yet" in title and "leafe eval" in title
+
+    asyncio.run(body())
+
+
+def test_an_unfinished_evaluation_opens_with_its_missing_pass_at_k_marked(tmp_path: Path) -> None:
+    store = Store(tmp_path / "p.db")
+    config = RolloutConfig(grammar=False)
+    eval_id = create_evaluation(
+        store, ModelSpec(model="scripted", backend="scripted"), TASKS, 3, [1, 3], config,
+        {t: EnvSpec("path") for t in TASKS},
+    )  # fmt: skip
+    replies = iter([act("a"), act("b"), act("c")])
+    backend = ScriptedBackend(reply_fn=lambda messages: next(replies))
+    with pytest.raises(StopIteration):  # stopped after one sample: the scripted replies run out
+        run_evaluation(store, eval_id, backend, {t: PathTestEnv() for t in TASKS}, config)
+    store.close()
+    assert len(Store(tmp_path / "p.db").eval_samples(eval_id)) == 1
+
+    async def body() -> None:
+        async with LeafeApp(tmp_path / "p.db").run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: isinstance(pilot.app.screen, RunsScreen), "runs list")
+            await pilot.press("v", "enter")
+            await until(pilot, lambda: isinstance(pilot.app.screen, EvaluationScreen), "one evaluation")
+            tasks = pilot.app.screen.query_one(TasksTable)
+            await until(pilot, lambda: tasks.row_count == 1, "the evaluated task")
+            row = tasks.get_row_at(0)
+            assert (row[0], row[3].plain, row[4].plain) == ("path/abc", "100.0%", "–")  # pass@3 needs 3
 
     asyncio.run(body())

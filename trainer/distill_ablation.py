@@ -86,9 +86,15 @@ def run_distill_ablation(
     state: dict[str, Any] | None = None,
     log: Log = print,
 ) -> int:
-    """Run (or resume) the ablation to its end and return its id."""
+    """Run (or resume) the ablation to its end and return its id. Everything that can be refused is
+    refused before the ablation is recorded: leaking or unknown held-out tasks, runs that recovered
+    nowhere."""
     _check_runs(store, settings)
+    for task in settings.held_out:
+        env_spec_for(task, None)  # an unknown task fails now, not after hours of training
     if ablation_id is None:
+        _budget(store, settings)  # no counterfactual example: refused here
+
         ablation_id = store.create_ablation(KIND, settings=asdict(settings), tasks=list(settings.held_out))
         store.set_ablation_state(ablation_id, dict(state or {}))
         log(f"stage 2: ablation {ablation_id} created")
@@ -131,28 +137,37 @@ def _update(store: Store, ablation_id: int, section: str, arm: str, value: int) 
     return state
 
 
+def _budget(store: Store, settings: DistillSettings) -> int:
+    """The number of examples each arm gets: the smaller natural size (or ``examples``, if smaller)."""
+    sizes, counterfactual = [], 0
+    for arm in ARMS:
+        examples, counts = collect_examples(store, dataset_settings(settings, arm))
+        sizes.append(len(examples))
+        counterfactual += counts.counterfactual
+    if counterfactual == 0:
+        raise DatasetError(
+            "no counterfactual example in these runs: no rollback branch recovered, so the two arms would "
+            "be the same (explore more tasks, a larger budget or a stronger model first)"
+        )
+    return min(settings.examples or min(sizes), *sizes)
+
+
 def _datasets(store: Store, ablation_id: int, settings: DistillSettings, log: Log) -> None:
     from trainer.job_service import next_dataset_path
 
     state = store.ablation(ablation_id)["state"]
     if all(arm in state.get("datasets", {}) for arm in ARMS):
         return
-    sizes = {}
-    for arm in ARMS:
-        examples, counts = collect_examples(store, dataset_settings(settings, arm))
-        sizes[arm] = (len(examples), counts.counterfactual)
-    if sizes["leafe"][1] == 0:
-        raise DatasetError(
-            "no counterfactual example in these runs: no rollback branch recovered, so the two arms would "
-            "be the same (explore more tasks, a larger budget or a stronger model first)"
-        )
-    budget = settings.examples or min(size for size, _ in sizes.values())
+    if "budget" not in state:  # fixed once, so a resume never cuts the second dataset differently
+        state["budget"] = _budget(store, settings)
+        store.set_ablation_state(ablation_id, state)
+        if settings.examples and state["budget"] < settings.examples:
+            log(f"stage 2: {state['budget']} examples per arm: the runs give no more for rehearsal only")
     for arm in ARMS:
         if arm in state.get("datasets", {}):
             continue
-        dataset_id, counts = build_dataset(
-            store, dataset_settings(settings, arm, budget), next_dataset_path(store)
-        )
+        limited = dataset_settings(settings, arm, state["budget"])
+        dataset_id, counts = build_dataset(store, limited, next_dataset_path(store))
         state = _update(store, ablation_id, "datasets", arm, dataset_id)
         log(
             f"stage 2: dataset {dataset_id} ({arm}): {counts['examples']} examples, "

@@ -168,7 +168,7 @@ class EvaluationScreen(_Screen):
                 result.task_id,
                 Text(str(result.n), justify="right"),
                 Text(str(result.successes), justify="right", style="green" if result.successes else "red"),
-                *[_percent(result.pass_at(k)) for k in record["ks"]],
+                *[_percent(result.pass_at(k)) if k <= result.n else _right("–") for k in record["ks"]],
                 key=result.task_id,
             )
         samples = self.query_one(SamplesTable)
@@ -244,11 +244,7 @@ class SampleScreen(_Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        sample = next(
-            s
-            for s in self.leafe.store.eval_samples(self.eval_id)
-            if s.task_id == self.task_id and s.sample == self.index
-        )
+        sample = self.leafe.store.eval_sample(self.eval_id, self.task_id, self.index)
         outcome = ("✓ success", "bold green") if sample.success else ("✗ failure", "bold red")
         self.query_one("#sample-title", Static).update(
             Text.assemble(
