@@ -142,6 +142,8 @@ def ablate_explore(
         }
         with err.status(f"loading {spec.model}{' with its adapter' if spec.adapter else ''}…"):
             loaded = open_backend(spec)
+        if note := loaded.sharing_note():
+            err.print(f"[yellow]note:[/] {note}", highlight=False)
     except (LeafeError, OSError) as exc:
         raise fail_with(exc) from None
 

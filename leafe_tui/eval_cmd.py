@@ -149,6 +149,8 @@ def evaluate(
         envs = {task: open_env(env_spec) for task, env_spec in env_specs.items() if env_spec}
         with err.status(f"loading {spec.model}{' with its adapter' if spec.adapter else ''}…"):
             loaded = open_backend(spec)
+        if note := loaded.sharing_note():
+            err.print(f"[yellow]note:[/] {note}", highlight=False)
     except (LeafeError, OSError) as exc:
         raise fail(exc.one_line() if isinstance(exc, LeafeError) else str(exc)) from None
     try:

@@ -173,6 +173,8 @@ def load_backend(request: ExploreRequest, err: Console):
     what = spec.model + (f" with adapter {Path(spec.adapter).name}" if spec.adapter else "")
     with err.status(f"loading {what} ({spec.backend})…"):
         backend = open_backend(spec)
+    if note := backend.sharing_note():
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
     return spec.model, backend
 
 

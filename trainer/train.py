@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from engine.cores import CoreShare
 from engine.errors import LeafeError
 from engine.store import Store, now
 from trainer.dataset import read_dataset
@@ -435,61 +436,76 @@ def _train(
     if isinstance(pad_id, list):
         pad_id = pad_id[0]
     model.train()
-    while position.step < total:
-        if stop.set or store.cancel_requested(job_id):
-            save_checkpoint(checkpoint, model, optimizer, scheduler, position)
-            raise Cancelled
-        started = time.perf_counter()
-        window_nll = window_count = 0.0
-        window_tokens = 0
-        end_of_epoch = False
-        for _ in range(config.grad_accum):  # one optimiser step; an epoch's last step may be shorter
-            epoch, index = divmod(position.micro, per_epoch)
-            order = epoch_order(len(train), config.seed, epoch)
-            chosen = order[index * config.batch_size : (index + 1) * config.batch_size]
-            batch = collate([train[i] for i in chosen], pad_id, device)
-            nll, weights, trained = token_losses(model, batch)
-            loss = (nll * weights).sum() / trained.sum().clamp(min=1.0) / config.grad_accum
-            loss.backward()
-            window_nll += float((nll.detach() * trained).sum())
-            window_count += float(trained.sum())
-            window_tokens += int(batch["attention_mask"].sum())
-            position.micro += 1
-            if position.micro % per_epoch == 0:
-                end_of_epoch = True
-                break
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        elapsed = time.perf_counter() - started
-        position.step += 1
-        position.tokens += window_tokens
-        position.seconds += elapsed
-        train_loss = window_nll / max(window_count, 1.0)
-        speed = window_tokens / elapsed if elapsed > 0 else 0.0
-        epoch_now = position.micro / per_epoch
-        eta = (total - position.step) * position.seconds / position.step
-        store.add_metric(
-            job_id,
-            "train",
-            position.step,
-            train_loss,
-            epoch=epoch_now,
-            tokens=window_tokens,
-            tokens_per_s=speed,
-            lr=scheduler.get_last_lr()[0],
-        )
-        store.update_job(
-            job_id, step=position.step, epoch=epoch_now, train_loss=train_loss, tokens_per_s=speed, eta_s=eta
-        )
-        if (end_of_epoch or position.step == total) and held:
-            eval_loss = evaluate(model, held, pad_id, device, config.batch_size)
-            store.add_metric(job_id, "eval", position.step, eval_loss, epoch=epoch_now)
-            store.update_job(job_id, eval_loss=eval_loss)
-        if position.step % config.checkpoint_every == 0 or position.step == total:
-            save_checkpoint(checkpoint, model, optimizer, scheduler, position)
-        report(store.job(job_id))
+    # On a CPU, training takes its fair share of the cores, re-read every step (engine/cores.py).
+    share = (
+        CoreShare("torch", f"training job {job_id}") if device.type == "cpu" and not config.threads else None
+    )
+    try:
+        while position.step < total:
+            if share is not None and share.threads() != torch.get_num_threads():
+                torch.set_num_threads(share.threads())
+            if stop.set or store.cancel_requested(job_id):
+                save_checkpoint(checkpoint, model, optimizer, scheduler, position)
+                raise Cancelled
+            started = time.perf_counter()
+            window_nll = window_count = 0.0
+            window_tokens = 0
+            end_of_epoch = False
+            for _ in range(config.grad_accum):  # one optimiser step; an epoch's last step may be shorter
+                epoch, index = divmod(position.micro, per_epoch)
+                order = epoch_order(len(train), config.seed, epoch)
+                chosen = order[index * config.batch_size : (index + 1) * config.batch_size]
+                batch = collate([train[i] for i in chosen], pad_id, device)
+                nll, weights, trained = token_losses(model, batch)
+                loss = (nll * weights).sum() / trained.sum().clamp(min=1.0) / config.grad_accum
+                loss.backward()
+                window_nll += float((nll.detach() * trained).sum())
+                window_count += float(trained.sum())
+                window_tokens += int(batch["attention_mask"].sum())
+                position.micro += 1
+                if position.micro % per_epoch == 0:
+                    end_of_epoch = True
+                    break
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            elapsed = time.perf_counter() - started
+            position.step += 1
+            position.tokens += window_tokens
+            position.seconds += elapsed
+            train_loss = window_nll / max(window_count, 1.0)
+            speed = window_tokens / elapsed if elapsed > 0 else 0.0
+            epoch_now = position.micro / per_epoch
+            eta = (total - position.step) * position.seconds / position.step
+            store.add_metric(
+                job_id,
+                "train",
+                position.step,
+                train_loss,
+                epoch=epoch_now,
+                tokens=window_tokens,
+                tokens_per_s=speed,
+                lr=scheduler.get_last_lr()[0],
+            )
+            store.update_job(
+                job_id,
+                step=position.step,
+                epoch=epoch_now,
+                train_loss=train_loss,
+                tokens_per_s=speed,
+                eta_s=eta,
+            )
+            if (end_of_epoch or position.step == total) and held:
+                eval_loss = evaluate(model, held, pad_id, device, config.batch_size)
+                store.add_metric(job_id, "eval", position.step, eval_loss, epoch=epoch_now)
+                store.update_job(job_id, eval_loss=eval_loss)
+            if position.step % config.checkpoint_every == 0 or position.step == total:
+                save_checkpoint(checkpoint, model, optimizer, scheduler, position)
+            report(store.job(job_id))
+    finally:
+        if share is not None:
+            share.close()
 
 
 def evaluate(model: Any, items: list[Item], pad_id: int, device: Any, batch_size: int) -> float:

@@ -86,5 +86,10 @@ class ModelBackend(ABC):
         """Make a state saved by ``save_prefix`` current again (no-op by default)."""
         del handle
 
+    def sharing_note(self) -> str | None:
+        """A sentence for people when this model shares the machine's cores with other leafe model
+        processes (engine/cores.py); None when it has them to itself or runs elsewhere."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook, deliberately not abstract
         """Release the model (no-op by default)."""

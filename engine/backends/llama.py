@@ -12,7 +12,6 @@ branch is queued, and ``restore_prefix`` puts them back when the branch runs.
 from __future__ import annotations
 
 import ctypes
-import os
 import struct
 import time
 from dataclasses import dataclass, field
@@ -224,21 +223,30 @@ class LlamaCppBackend(ModelBackend):
             check_lora_adapter(lora_path)
         from llama_cpp._utils import suppress_stdout_stderr
 
+        from engine.cores import CoreShare
+
+        # Without an explicit count, this model takes its fair share of the cores, re-read before
+        # every call: other leafe model processes may start or end meanwhile (engine/cores.py).
+        self.share = CoreShare("llama.cpp", path.name) if n_threads is None else None
+        self.threads = n_threads or self.share.threads()  # type: ignore[union-attr]
         try:
             # With an adapter llama.cpp logs a line per adapted tensor whatever ``verbose`` says.
             with suppress_stdout_stderr(disable=lora_path is None):
                 self.llm = Llama(
                     model_path=str(path),
                     n_ctx=n_ctx,
-                    n_threads=n_threads or os.cpu_count() or 1,
+                    n_threads=self.threads,
+                    n_threads_batch=self.threads,
                     lora_path=str(lora_path) if lora_path else None,
                     verbose=False,
                 )
         except (ValueError, RuntimeError) as exc:
+            self._release_cores()
             raise BackendError(f"llama.cpp could not load {path.name}: {exc}") from exc
         try:
             self.template = GgufChatTemplate(self.llm, name=path.name)
         except TemplateError as exc:
+            self._release_cores()
             raise BackendError(str(exc)) from exc
         self.n_ctx = n_ctx
         self.reuse_prefix = reuse_prefix
@@ -288,6 +296,7 @@ class LlamaCppBackend(ModelBackend):
             )
         if not self.reuse_prefix:
             self.llm.reset()
+        self._fit_threads()
         cached = self._cached_prefix(tokens)
         started = time.perf_counter()
         result = self.llm.create_completion(
@@ -352,5 +361,24 @@ class LlamaCppBackend(ModelBackend):
         self.llm.input_ids[:n] = handle.tokens
         self.llm.n_tokens = n
 
+    # --- cores -----------------------------------------------------------------------------
+    def _fit_threads(self) -> None:
+        """Take this model's fair share of the cores now (it changes as leafe processes come and go)."""
+        if self.share is None:
+            return
+        threads = self.share.threads()
+        if threads != self.threads:
+            self.llm._ctx.set_n_threads(threads, threads)
+            self.threads = threads
+
+    def sharing_note(self) -> str | None:
+        """A sentence when other leafe model processes share this machine's cores."""
+        return self.share.sharing_note() if self.share is not None else None
+
+    def _release_cores(self) -> None:
+        if getattr(self, "share", None) is not None:
+            self.share.close()  # type: ignore[union-attr]
+
     def close(self) -> None:
+        self._release_cores()
         self.llm.close()
