@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.ablation import create_explore_ablation, report, run_explore_ablation  # noqa: E402
+from engine.ablation import create_explore_ablation, report, run_explore_ablation, tree_runs  # noqa: E402
 from engine.explorer import ExploreConfig  # noqa: E402
 from engine.registry import open_backend, open_env  # noqa: E402
 from engine.runtime import env_spec_for, model_spec_for  # noqa: E402
@@ -89,7 +89,7 @@ def stage_one(store: Store, args: argparse.Namespace, tasks: list[str]) -> int:
         )
         store.set_ablation_state(ablation_id, {"bench_key": key})
         log(f"stage 1: ablation {ablation_id} created ({len(tasks)} tasks, budget {args.budget} steps)")
-    if store.ablation(ablation_id)["status"] != "finished":
+    if store.ablation(ablation_id)["status"] != "finished" and args.stage != "2":
         envs = {task: open_env(env_spec_for(task, None)) for task in tasks}
         backend = open_backend(spec)
         try:
@@ -143,7 +143,12 @@ def main() -> None:
     parser.add_argument("--ks", default="1,4,16")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stage", choices=("1", "2", "all"), default="all")
+    parser.add_argument(
+        "--stage",
+        choices=("1", "2", "all"),
+        default="all",
+        help="1: the Stage-1 ablation only; 2: Stage 2 from the Stage-1 tasks finished so far; all: both",
+    )
     parser.add_argument("--resume", action="store_true", help="accepted for clarity: every run resumes")
     args = parser.parse_args()
 
@@ -160,10 +165,8 @@ def main() -> None:
         "train_tasks": train,
         "held_out_tasks": held_out,
     }
-    started = time.time()
     explore_id = stage_one(store, args, train)
     payload["stage1"] = report(store, explore_id).as_dict()
-    payload["stage1"]["seconds_wall_this_call"] = round(time.time() - started, 1)
     write_results(args.out, payload)
     log(f"stage 1 done: results in {args.out}")
     if args.stage == "1":
@@ -171,14 +174,15 @@ def main() -> None:
     from trainer.distill_ablation import DistillSettings, report_distill, run_distill_ablation
 
     distill_settings = DistillSettings(
-        runs=next(r.runs for r in report(store, explore_id).results if r.strategy == "tree"),
+        runs=tree_runs(store, explore_id),
         held_out=tuple(held_out),
         samples=args.samples,
         ks=tuple(int(k) for k in args.ks.split(",")),
         epochs=args.epochs,
         seed=args.seed,
     )
-    key = {"explore": explore_id, "held_out": held_out, "samples": args.samples, "epochs": args.epochs}
+    key = {"explore": explore_id, "held_out": held_out, "samples": args.samples, "ks": args.ks,
+           "epochs": args.epochs, "seed": args.seed}  # fmt: skip
     distill_id = find_ablation(store, "distill", key)
     distill_id = run_distill_ablation(
         store, distill_settings, ablation_id=distill_id, state={"bench_key": key}, log=log
