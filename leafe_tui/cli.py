@@ -15,7 +15,7 @@ import typer
 
 from engine.envs.base import TaskNotFound
 from engine.store import StoreError
-from leafe_tui import ablate_cmd, doctor_cmd, eval_cmd, paths, stage2_cli
+from leafe_tui import ablate_cmd, doctor_cmd, env_cmd, eval_cmd, paths, stage2_cli
 from leafe_tui.cli_common import (
     BackendOption,
     DbOption,
@@ -343,7 +343,7 @@ def tui(
 
 
 # The verbs of the other modules: Stage 2 (review, dataset, train, jobs, adapters), eval, ablate, doctor.
-for _module in (stage2_cli, eval_cmd, ablate_cmd, doctor_cmd):
+for _module in (stage2_cli, eval_cmd, ablate_cmd, env_cmd, doctor_cmd):
     _module.register(app)
 
 

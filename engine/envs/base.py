@@ -108,6 +108,12 @@ class Environment(ABC):
         """
         return None
 
+    def example_actions(self, task_id: str) -> list[str]:
+        """A few well-formed actions for ``task_id`` (they need not be good ones), which the
+        conformance test (``leafe env check``) replays; none by default."""
+        del task_id
+        return []
+
     def task(self, task_id: str) -> Task:
         """Look up one task by id."""
         for task in self.tasks():

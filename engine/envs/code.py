@@ -184,6 +184,9 @@ class CodeEnv(Environment):
         """
         return '"```python\\n" ( [^`] | "`" [^`] )* "```"'
 
+    def example_actions(self, task_id: str) -> list[str]:
+        return ["print(0)", "import sys\nprint(sys.stdin.read()[:10])"]
+
     def reset(self, task_id: str, seed: int = 0) -> str:
         """Start an episode; the seed is ignored (the task id fixes the problem)."""
         problem = self.problem(task_id)

@@ -30,9 +30,13 @@ class PathTestEnv(Environment):
     def tasks(self) -> list[Task]:
         return [Task("path/abc", "path", "abc"), Task("path/abcdefg", "path", "abcdefg")]
 
+    def example_actions(self, task_id: str) -> list[str]:
+        return ["a", "b"]
+
     def reset(self, task_id: str, seed: int = 0) -> str:
-        if not task_id.startswith("path/"):
-            raise TaskNotFound(f"unknown task {task_id!r}")
+        word = task_id.split("/", 1)[1] if task_id.startswith("path/") else ""
+        if not (word.isascii() and word.isalpha() and word.islower()):
+            raise TaskNotFound(f"unknown task {task_id!r}: path/ takes a lowercase word")
         self.word, self.position, self.steps = task_id.split("/", 1)[1], 0, 0
         return f"Spell a word of {len(self.word)} letters. Letters so far: ''"
 

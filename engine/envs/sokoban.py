@@ -202,6 +202,9 @@ class SokobanEnv(Environment):
     def action_grammar(self) -> str:
         return '("up" | "down" | "left" | "right")'
 
+    def example_actions(self, task_id: str) -> list[str]:
+        return ["up", "left", "down", "right", "right"]
+
     @property
     def grid(self) -> str:
         """The current grid as text (the same grid the last observation showed)."""
