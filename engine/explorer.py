@@ -390,6 +390,7 @@ class Explorer:
             reward=result.reward,
             done=result.done,
             success=result.success,
+            info=result.info,
             **_cost(completion),
         )
         self.on_event(NodeCommitted(run_id, node))

@@ -26,7 +26,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,9 @@ from engine.training_records import TrainingRecords, create_training_tables
 # 4: runs.host and runs.pid_started (who owns a running run, beyond a pid that can be reused)
 # 5: runs.model_spec, .env_spec, .prompts (how to reopen a run, and the prompt texts it saw)
 # 6: evaluations and eval_samples (stored, resumable evaluations)
-SCHEMA_VERSION = 7
+# 7: ablations and ablation_runs (stored, resumable ablations)
+# 8: nodes.info (what the environment reported beyond the observation: score, progress, …)
+SCHEMA_VERSION = 8
 LOCK_WAIT_SECONDS = 30.0  # how long to wait for another process's write (schema creation, a claim)
 REVIEW_STATES = ("pending", "approved", "rejected")
 
@@ -69,12 +71,14 @@ class Node:
     generated_tokens: int
     seconds: float
     created_at: str
+    info: dict[str, Any] = field(default_factory=dict)  # what the environment reported beyond the text
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Node:
-        values = {name: row[name] for name in cls.__dataclass_fields__}
+        values = {name: row.get(name) for name in cls.__dataclass_fields__}
         for flag in ("valid", "done", "success"):
             values[flag] = bool(values[flag])
+        values["info"] = json.loads(values["info"]) if values["info"] else {}
         return cls(**values)
 
 
@@ -188,6 +192,7 @@ _TABLES: dict[str, tuple[dict[str, type], dict[str, Any]]] = {
             "success": int,
             **_COST_COLUMNS,
             "created_at": str,
+            "info": str,  # JSON
         },
         {
             "pk": "id",
@@ -264,6 +269,12 @@ def _migrate_to_5(db: sqlite_utils.Database) -> None:
             db["runs"].add_column(column, str)
 
 
+def _migrate_to_8(db: sqlite_utils.Database) -> None:
+    """Nodes keep what the environment reported beyond the observation (StepResult.info)."""
+    if "info" not in db["nodes"].columns_dict:
+        db["nodes"].add_column("info", str)
+
+
 # Migration to version N, applied in order to files written by older versions.
 _MIGRATIONS = {
     2: _migrate_to_2,
@@ -272,6 +283,7 @@ _MIGRATIONS = {
     5: _migrate_to_5,
     6: create_eval_tables,
     7: create_ablation_tables,
+    8: _migrate_to_8,
 }
 # Tables every leafe file has had since version 1: with ``meta`` they tell a leafe file from another.
 _LEAFE_MARKERS = {"meta", "runs", "nodes", "branches"}
@@ -728,6 +740,8 @@ class Store(TrainingRecords, EvalRecords, AblationRecords):
         values.setdefault("feedback", "")
         for optional in ("parent_id", "action", "raw_response", "thought"):
             values.setdefault(optional, None)
+        info = values.pop("info", None)
+        values["info"] = json.dumps(info, ensure_ascii=False, default=str) if info else None
         table = self.db["nodes"]
         table.insert(values)
         return self.node(int(table.last_pk))

@@ -7,6 +7,7 @@ reflection that created its branch (where, τ, the summary as generated and as e
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -20,6 +21,10 @@ from engine.store import Branch, Node, Store
 from leafe_tui.app.model import Key, RunIndex
 from leafe_tui.display_text import reflow
 from leafe_tui.render import node_symbol
+
+
+def _plain(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else str(value)
 
 
 def _heading(title: str) -> Text:
@@ -140,9 +145,10 @@ Arrow keys and PgUp/PgDn scroll; `tab` goes back to the tree.
         ]
         if node.thought:
             parts += [_heading("Thought"), _block(node.thought, "italic")]
+        parts += [_heading("Feedback"), _block(node.feedback)]
+        if node.info:  # what the environment reported beyond the text: score, progress, …
+            parts += [_heading("Environment"), _facts([(str(k), _plain(v)) for k, v in node.info.items()])]
         parts += [
-            _heading("Feedback"),
-            _block(node.feedback),
             _heading("Model reply (raw)"),
             _block(node.raw_response),
             _heading("Observation after the step"),
