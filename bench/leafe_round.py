@@ -108,6 +108,15 @@ def stage_one(store: Store, args: argparse.Namespace, tasks: list[str]) -> int:
     return ablation_id
 
 
+def learn_from(store: Store, explore_id: int, which: str) -> tuple[int, ...]:
+    """The Stage-1 runs Stage 2 learns from: the tree's, or those of both strategies that reflect
+    (a refine retry is a rollback to step 1, so its recoveries are counterfactual examples too)."""
+    if which == "tree":
+        return tree_runs(store, explore_id)
+    results = report(store, explore_id).results
+    return tuple(run for r in results if r.strategy in ("tree", "refine") for run in r.runs)
+
+
 def write_plot(store: Store, result, path: Path) -> Path:
     """The mean pass@k curves (k = 1 … n) of the base model and both adapters, as an SVG."""
     from engine.evaluation import summarise
@@ -149,6 +158,12 @@ def main() -> None:
         default="all",
         help="1: the Stage-1 ablation only; 2: Stage 2 from the Stage-1 tasks finished so far; all: both",
     )
+    parser.add_argument(
+        "--learn-from",
+        choices=("tree", "tree+refine"),
+        default="tree",
+        help="Stage 2's data: the tree runs, or the runs of both reflecting strategies",
+    )
     parser.add_argument("--resume", action="store_true", help="accepted for clarity: every run resumes")
     args = parser.parse_args()
 
@@ -174,7 +189,7 @@ def main() -> None:
     from trainer.distill_ablation import DistillSettings, report_distill, run_distill_ablation
 
     distill_settings = DistillSettings(
-        runs=tree_runs(store, explore_id),
+        runs=learn_from(store, explore_id, args.learn_from),
         held_out=tuple(held_out),
         samples=args.samples,
         ks=tuple(int(k) for k in args.ks.split(",")),
@@ -182,7 +197,7 @@ def main() -> None:
         seed=args.seed,
     )
     key = {"explore": explore_id, "held_out": held_out, "samples": args.samples, "ks": args.ks,
-           "epochs": args.epochs, "seed": args.seed}  # fmt: skip
+           "epochs": args.epochs, "seed": args.seed, "learn_from": args.learn_from}  # fmt: skip
     distill_id = find_ablation(store, "distill", key)
     distill_id = run_distill_ablation(
         store, distill_settings, ablation_id=distill_id, state={"bench_key": key}, log=log
