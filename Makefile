@@ -10,7 +10,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 LEAFE := $(VENV)/bin/leafe
 STAMP := $(VENV)/.leafe-installed
-DEFAULT_TASK ?= code/suite/digit-collapse
+# Chosen from measurements (bench/first_run.py, bench/leafe_round.py; README "Figures"): a HumanEval
+# task the 0.5B model often but not always solves, with periodic reflection after two failed turns.
+DEFAULT_TASK ?= code/humaneval/0
+DEFAULT_ARGS ?= --budget 3 --reflect-every 2
 TEST_MODEL := smollm2-135m
 DEFAULT_MODEL := qwen2.5-coder-0.5b
 
@@ -51,7 +54,7 @@ sandbox:
 run: setup
 	$(LEAFE) models pull $(DEFAULT_MODEL)
 	@$(LEAFE) doctor --setup --model $(DEFAULT_MODEL)
-	$(LEAFE) explore $(DEFAULT_TASK) --model $(DEFAULT_MODEL) --tui
+	$(LEAFE) explore $(DEFAULT_TASK) --model $(DEFAULT_MODEL) $(DEFAULT_ARGS) --tui
 
 test: setup
 	$(LEAFE) models pull $(TEST_MODEL)
