@@ -236,6 +236,7 @@ def evals_list(ctx: typer.Context, db: DbOption = None, as_json: JsonOption = Fa
         rows.append(
             {
                 "id": record["id"],
+                "label": record.get("label") or "",
                 "status": record["status"] if summary.complete else f"{record['status']} (incomplete)",
                 "model": spec.model,
                 "adapter": spec.adapter,
@@ -251,14 +252,14 @@ def evals_list(ctx: typer.Context, db: DbOption = None, as_json: JsonOption = Fa
     from rich.table import Table
 
     table = Table(title="evaluations", title_justify="left")
-    for column in ("eval", "status", "model", "adapter", "tasks", "n", "mean pass@k", "created"):
+    for column in ("eval", "label", "status", "model", "adapter", "tasks", "n", "mean pass@k", "created"):
         table.add_column(column)
     for row in rows:
         means = "  ".join(f"@{k} {100 * v:.1f}%" for k, v in row["mean_pass_at"].items())
         adapter = Path(row["adapter"]).parent.name if row["adapter"] else ""
         table.add_row(
-            str(row["id"]), row["status"], row["model"], adapter, str(row["tasks"]), str(row["n"]), means,
-            row["created_at"][:19],
+            str(row["id"]), row["label"], row["status"], row["model"], adapter, str(row["tasks"]),
+            str(row["n"]), means, row["created_at"][:19],
         )  # fmt: skip
     console.print(table)
 
@@ -357,7 +358,9 @@ def evals_plot(
             record = store.evaluation(eval_id)
             summary = summarise(store, eval_id)
             spec = ModelSpec.from_json(record["model_spec"]) or ModelSpec()
-            label = f"#{eval_id} {Path(spec.model).name}" + (" + adapter" if spec.adapter else "")
+            label = f"#{eval_id} " + (
+                record.get("label") or Path(spec.model).name + (" + adapter" if spec.adapter else "")
+            )
             curves.append((label, {k: summary.mean_pass_at(k) for k in range(1, record["n"] + 1)}))
     except LeafeError as exc:
         raise fail(exc.one_line()) from None
