@@ -50,7 +50,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", required=True)
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="runs per task")
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--budget", type=int, default=4, help="episodes, as `leafe explore --budget`")
     parser.add_argument("--reflect-every", type=int, default=ExploreConfig.reflect_every)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "first_run.json")
@@ -61,7 +62,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "first-run.db")
         for task in args.tasks:
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 config = ExploreConfig(budget=args.budget, seed=seed, reflect_every=args.reflect_every)
                 row = {"task": task, "seed": seed, **one_run(store, backend, task, config, spec.model)}
                 rows.append(row)
