@@ -334,8 +334,10 @@ def ablate_distill(
         typer.Option("--resume", help="Continue the interrupted ablation ID (`leafe ablate list`)."),
     ] = None,
 ) -> None:
-    """Rehearsal only against rehearsal + counterfactual: same data budget and training settings,
-    both adapters (and the base model) evaluated on held-out tasks and compared.
+    """Rehearsal only against rehearsal + counterfactual, evaluated on held-out tasks.
+
+    Same data budget and training settings for both adapters; they and the base model are evaluated
+    on the held-out tasks and compared.
 
     Example: leafe ablate distill --from-ablation 1 --suite humaneval:held-out -n 16 --k 1,4,16
     """

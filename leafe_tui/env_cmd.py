@@ -22,8 +22,10 @@ def env_check(
     seed: Annotated[int, typer.Option(help="The reset seed used.")] = 0,
     as_json: JsonOption = False,
 ) -> None:
-    """Run the conformance test: deterministic reset and replay, invalid actions reported (never
-    raised), episodes that end, unknown tasks refused. Exit 1 when a check fails.
+    """Run the environment conformance test; exit 1 when a check fails.
+
+    It checks deterministic reset and replay, invalid actions reported (never raised), episodes
+    that end and unknown tasks refused.
 
     Example: leafe env check sokoban
     """
