@@ -80,17 +80,12 @@ class AblationRecords:
 
     def ablation(self, ablation_id: int) -> dict[str, Any]:
         try:
-            row = dict(self.db["ablations"].get(ablation_id))
+            return _decoded(self.db["ablations"].get(ablation_id))
         except sqlite_utils.db.NotFoundError:
             raise AblationNotFound(f"no ablation {ablation_id} in {self.path}") from None  # type: ignore[attr-defined]
-        for key in ("settings", "tasks", "state"):
-            row[key] = json.loads(row[key] or "{}")
-        return row
 
     def ablations(self) -> list[dict[str, Any]]:
-        return [
-            self.ablation(row["id"]) for row in self.db["ablations"].rows_where(select="id", order_by="id")
-        ]
+        return [_decoded(row) for row in self.db["ablations"].rows_where(order_by="id")]
 
     def set_ablation_status(self, ablation_id: int, status: str) -> None:
         self.db["ablations"].update(ablation_id, {"status": status, "updated_at": now()})
@@ -109,3 +104,10 @@ class AblationRecords:
         """(strategy, task) -> run id, for the cells the ablation has started."""
         rows = self.db["ablation_runs"].rows_where("ablation_id = ?", [ablation_id], order_by="id")
         return {(row["strategy"], row["task_id"]): row["run_id"] for row in rows}
+
+
+def _decoded(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    for key in ("settings", "tasks", "state"):
+        row[key] = json.loads(row[key] or "{}")
+    return row

@@ -16,10 +16,12 @@ import contextlib
 import itertools
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 _COUNTER = itertools.count()
+REFRESH_S = 1.0  # how stale a fair share may be
 
 
 def cores_folder() -> Path:
@@ -67,11 +69,22 @@ class Claim:
 class CoreShare:
     """This process's claim on the cores, from creation until ``close``."""
 
-    def __init__(self, kind: str, what: str, *, folder: Path | None = None, cores: int | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        what: str,
+        *,
+        folder: Path | None = None,
+        cores: int | None = None,
+        refresh_s: float | None = None,
+    ) -> None:
+        self.refresh_s = REFRESH_S if refresh_s is None else refresh_s
         self.folder = folder or cores_folder()
         self.cores = cores or machine_cores()
         self.claim = Claim(os.getpid(), _started(os.getpid()), kind, what)
         self.path = self.folder / f"{self.claim.pid}-{next(_COUNTER)}.json"
+        self._threads: int | None = None  # the last share read, and when
+        self._read_at = 0.0
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(self.claim.__dict__))
@@ -108,8 +121,13 @@ class CoreShare:
         return [claim for name, claim in self._live() if name != mine]
 
     def threads(self) -> int:
-        """This claim's fair share of the cores now (at least one thread)."""
-        return max(1, self.cores // max(1, len(self.claims())))
+        """This claim's fair share of the cores now (at least one thread). Asked before every model
+        call, so the folder is read at most once per ``refresh_s`` seconds."""
+        now = time.monotonic()
+        if self._threads is None or now - self._read_at >= self.refresh_s:
+            self._threads = max(1, self.cores // max(1, len(self.claims())))
+            self._read_at = now
+        return self._threads
 
     def sharing_note(self) -> str | None:
         """A sentence for people when other leafe model processes share the cores, else None."""

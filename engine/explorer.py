@@ -275,7 +275,8 @@ class Explorer:
         self.on_event(RunChanged(run_id, status))
 
     def _steps_spent(self, run_id: int) -> bool:
-        return self.config.steps_spent(self.store.steps_used(run_id))
+        """Whether the step budget is used up (no query at all for a run without one)."""
+        return self.config.step_budget > 0 and self.config.steps_spent(self.store.steps_used(run_id))
 
     def _work_left(self, run_id: int) -> bool:
         """Whether a resume would still explore: a queued branch, or episodes left in the budget."""

@@ -442,8 +442,8 @@ def _train(
     )
     try:
         while position.step < total:
-            if share is not None and share.threads() != torch.get_num_threads():
-                torch.set_num_threads(share.threads())
+            if share is not None and (threads := share.threads()) != torch.get_num_threads():
+                torch.set_num_threads(threads)
             if stop.set or store.cancel_requested(job_id):
                 save_checkpoint(checkpoint, model, optimizer, scheduler, position)
                 raise Cancelled
