@@ -188,7 +188,12 @@ def main() -> None:
     log(f"stage 1 done: results in {args.out}")
     if args.stage == "1":
         return
-    from trainer.distill_ablation import DistillSettings, report_distill, run_distill_ablation
+    from trainer.distill_ablation import (
+        DistillSettings,
+        create_distill_ablation,
+        report_distill,
+        run_distill_ablation,
+    )
 
     distill_settings = DistillSettings(
         runs=learn_from(store, explore_id, args.learn_from),
@@ -201,9 +206,10 @@ def main() -> None:
     key = {"explore": explore_id, "held_out": held_out, "samples": args.samples, "ks": args.ks,
            "epochs": args.epochs, "seed": args.seed, "learn_from": args.learn_from}  # fmt: skip
     distill_id = find_ablation(store, "distill", key)
-    distill_id = run_distill_ablation(
-        store, distill_settings, ablation_id=distill_id, state={"bench_key": key}, log=log
-    )
+    if distill_id is None:
+        distill_id = create_distill_ablation(store, distill_settings, state={"bench_key": key})
+        log(f"stage 2: ablation {distill_id} created")
+    run_distill_ablation(store, distill_id, log=log)
     result = report_distill(store, distill_id)
     payload["stage2"] = result.as_dict()
     write_results(args.out, payload)

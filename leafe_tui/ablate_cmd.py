@@ -234,14 +234,6 @@ def ablate_show(
         raise fail_with(exc) from None
 
 
-def _started(store: Any, resume: int | None, known: set[int]) -> int | None:
-    """The ablation this command was working on: the resumed one, or the one it recorded."""
-    if resume is not None:
-        return resume
-    new = [a["id"] for a in store.ablations() if a["id"] not in known]
-    return new[-1] if new else None
-
-
 def _show(store: Any, ablation_id: int, as_json: bool) -> None:
     ablation = store.ablation(ablation_id)
     if ablation["kind"] == "distill":
@@ -344,19 +336,15 @@ def ablate_distill(
     from engine.ablation import tree_runs
     from engine.suites import suite_tasks
     from leafe_tui.eval_cmd import parse_ks
-    from trainer.distill_ablation import DistillSettings, resume_distill_ablation, run_distill_ablation
+    from trainer.distill_ablation import DistillSettings, create_distill_ablation, run_distill_ablation
     from trainer.train import TrainError
 
     store = open_store(db, create=False)
-
-    def log(line: str) -> None:
-        err.print(line, highlight=False)
-
-    known = {a["id"] for a in store.ablations()}
-
-    try:
+    try:  # everything that can be refused, before anything is recorded: a user's mistake, exit 2
         if resume is not None:
-            ablation_id = resume_distill_ablation(store, resume, log=log)
+            ablation_id = resume
+            if store.ablation(resume)["status"] == "finished":
+                raise SettingError(f"ablation {resume} already finished; nothing to resume")
         else:
             if (from_ablation is None) == (runs is None):
                 raise SettingError("give the runs to learn from: --from-ablation ID or --runs 1,2,3")
@@ -380,16 +368,15 @@ def ablate_distill(
                 seed=seed,
                 with_base=with_base,
             )
-            ablation_id = run_distill_ablation(store, settings, log=log)
+            ablation_id = create_distill_ablation(store, settings)
+    except (LeafeError, OSError, ValueError) as exc:
+        raise fail_with(exc) from None
+    resume_hint = f"resume with `leafe ablate distill --resume {ablation_id} --db {store.path}`"
+    try:
+        run_distill_ablation(store, ablation_id, log=lambda line: err.print(line, highlight=False))
     except KeyboardInterrupt:
-        last = resume or (store.ablations()[-1]["id"] if store.ablations() else "ID")
-        raise fail(
-            f"interrupted: resume with `leafe ablate distill --resume {last} --db {store.path}`", 130
-        ) from None
+        raise fail(f"interrupted: {resume_hint}", 130) from None
     except (LeafeError, TrainError, OSError, ValueError) as exc:
-        started = _started(store, resume, known)
-        if started is None:  # refused before anything was recorded: a user's mistake
-            raise fail_with(exc) from None
         message = exc.one_line() if isinstance(exc, LeafeError) else str(exc)
-        raise fail(f"{message} (resume with `leafe ablate distill --resume {started}`)", 1) from None
+        raise fail(f"{message} ({resume_hint})", 1) from None
     _show(store, ablation_id, as_json)

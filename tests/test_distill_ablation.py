@@ -15,9 +15,9 @@ from tests.doubles import act, explore_recovery, is_reflection, policy, reflect
 from trainer.dataset import DatasetSettings, collect_examples
 from trainer.distill_ablation import (
     DistillSettings,
+    create_distill_ablation,
     dataset_settings,
     report_distill,
-    resume_distill_ablation,
     run_distill_ablation,
 )
 
@@ -64,7 +64,7 @@ def test_the_two_arms_differ_only_in_the_counterfactual_examples(store: Store) -
 def test_a_held_out_task_that_was_explored_is_refused(store: Store) -> None:
     runs = recovered_runs(store, 1)
     with pytest.raises(LeafeError, match="would leak"):
-        run_distill_ablation(store, DistillSettings(runs=runs, held_out=("path/abc",), samples=1, ks=(1,)))
+        create_distill_ablation(store, DistillSettings(runs=runs, held_out=("path/abc",), samples=1, ks=(1,)))
     assert store.ablations() == []
 
 
@@ -75,15 +75,21 @@ def test_runs_without_a_recovered_branch_are_refused_before_training(store: Stor
     run_id, _ = explore_recovery(store, reply=never_recovers, budget=2)
     settings = DistillSettings(runs=(run_id,), held_out=("path/abcdefg",), samples=1, ks=(1,))
     with pytest.raises(LeafeError, match="no counterfactual example"):
-        run_distill_ablation(store, settings, log=lambda _line: None)
+        create_distill_ablation(store, settings)
     assert store.ablations() == [] and store.jobs() == []  # refused before anything was recorded
 
 
 def test_an_unknown_held_out_task_is_refused_before_training(store: Store) -> None:
     settings = DistillSettings(runs=recovered_runs(store, 1), held_out=("path-typo/x",), samples=1, ks=(1,))
     with pytest.raises(LeafeError, match="path-typo"):
-        run_distill_ablation(store, settings, log=lambda _line: None)
+        create_distill_ablation(store, settings)
     assert store.ablations() == [] and store.datasets() == []
+
+
+def test_running_an_explore_ablation_as_a_distill_one_is_refused(store: Store) -> None:
+    explore_id = store.create_ablation("explore", settings={}, tasks=["path/abc"])
+    with pytest.raises(LeafeError, match="not a distill one"):
+        run_distill_ablation(store, explore_id)
 
 
 @pytest.mark.parametrize(
@@ -128,8 +134,8 @@ def test_the_distill_ablation_end_to_end_on_smollm2(tmp_path) -> None:
     adapters = {json.loads(evaluations[a["eval_id"]]["model_spec"]).get("adapter") for a in arms.values()}
     assert len(adapters) == 3 and None in adapters  # base without, each arm with its own adapter
     assert len(store.eval_samples(arms["leafe"]["eval_id"])) == 2
-    with pytest.raises(LeafeError, match="already finished"):
-        resume_distill_ablation(store, data["ablation_id"])
+    again = CliRunner().invoke(app, ["ablate", "distill", "--resume", str(data["ablation_id"]), "--db", db])
+    assert again.exit_code == 2 and "already finished" in again.output
     assert report_distill(store, data["ablation_id"]).arms[2].job_id == arms["leafe"]["job_id"]
     shown = CliRunner().invoke(app, ["ablate", "show", str(data["ablation_id"]), "--db", db])
     assert "pass@2" in shown.stdout and "leafe vs reh" in shown.stdout and "leafe vs base" in shown.stdout

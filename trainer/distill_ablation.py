@@ -78,26 +78,26 @@ def dataset_settings(settings: DistillSettings, arm: str, limit: int = 0) -> Dat
     return DatasetSettings(rehearsal_fraction=1.0, **common)
 
 
-def run_distill_ablation(
-    store: Store,
-    settings: DistillSettings,
-    *,
-    ablation_id: int | None = None,
-    state: dict[str, Any] | None = None,
-    log: Log = print,
+def create_distill_ablation(
+    store: Store, settings: DistillSettings, *, state: dict[str, Any] | None = None
 ) -> int:
-    """Run (or resume) the ablation to its end and return its id. Everything that can be refused is
-    refused before the ablation is recorded: leaking or unknown held-out tasks, runs that recovered
-    nowhere."""
+    """Record the ablation and return its id. Everything that can be refused is refused first, so
+    nothing is recorded for it: leaking or unknown held-out tasks, runs that recovered nowhere."""
     _check_runs(store, settings)
     for task in settings.held_out:
         env_spec_for(task, None)  # an unknown task fails now, not after hours of training
-    if ablation_id is None:
-        _budget(store, settings)  # no counterfactual example: refused here
+    _budget(store, settings)  # no counterfactual example: refused here
+    ablation_id = store.create_ablation(KIND, settings=asdict(settings), tasks=list(settings.held_out))
+    store.set_ablation_state(ablation_id, dict(state or {}))
+    return ablation_id
 
-        ablation_id = store.create_ablation(KIND, settings=asdict(settings), tasks=list(settings.held_out))
-        store.set_ablation_state(ablation_id, dict(state or {}))
-        log(f"stage 2: ablation {ablation_id} created")
+
+def run_distill_ablation(store: Store, ablation_id: int, *, log: Log = print) -> None:
+    """Run the ablation's stages it has not finished, with the settings it was recorded with."""
+    ablation = store.ablation(ablation_id)
+    if ablation["kind"] != KIND:
+        raise SettingError(f"ablation {ablation_id} is a {ablation['kind']} ablation, not a distill one")
+    settings = DistillSettings.from_dict(ablation["settings"])
     store.set_ablation_status(ablation_id, "running")
     try:
         _datasets(store, ablation_id, settings, log)
@@ -107,17 +107,6 @@ def run_distill_ablation(
         store.set_ablation_status(ablation_id, "interrupted")
         raise
     store.set_ablation_status(ablation_id, "finished")
-    return ablation_id
-
-
-def resume_distill_ablation(store: Store, ablation_id: int, *, log: Log = print) -> int:
-    ablation = store.ablation(ablation_id)
-    if ablation["kind"] != KIND:
-        raise SettingError(f"ablation {ablation_id} is a {ablation['kind']} ablation, not a distill one")
-    if ablation["status"] == "finished":
-        raise SettingError(f"ablation {ablation_id} already finished; nothing to resume")
-    settings = DistillSettings.from_dict(ablation["settings"])
-    return run_distill_ablation(store, settings, ablation_id=ablation_id, log=log)
 
 
 def _check_runs(store: Store, settings: DistillSettings) -> None:
