@@ -39,6 +39,10 @@ ablate_app = typer.Typer(
 )
 verbs.group(ablate_app, "ablate")
 
+ResumeOption = Annotated[
+    int | None,
+    typer.Option("--resume", help="Continue the interrupted ablation ID (`leafe ablate list`)."),
+]
 StrategiesOption = Annotated[
     str,
     typer.Option("--strategies", help="Comma-separated strategies to compare: tree, refine, independent."),
@@ -78,10 +82,7 @@ def ablate_explore(
     tasks_file: TasksFileOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
-    resume: Annotated[
-        int | None,
-        typer.Option("--resume", help="Continue the interrupted ablation ID (`leafe ablate list`)."),
-    ] = None,
+    resume: ResumeOption = None,
 ) -> None:
     """Independent sampling, iterative refinement and the rollback tree at an equal step budget.
 
@@ -158,12 +159,15 @@ def ablate_explore(
     budget = ablation["settings"]["budget"]
     try:
         with err.status(f"ablation {ablation_id}: starting") as status:
+            cells: dict[int, str] = {}  # run id -> "strategy task", read once per run
 
             def progress(event: ExplorerEvent) -> None:
                 if isinstance(event, NodeCommitted) and event.node.step > 0:
-                    run = store.get_run(event.run_id)
+                    if event.run_id not in cells:
+                        run = store.get_run(event.run_id)
+                        cells[event.run_id] = f"{run['config']['strategy']} {run['task_id']}"
                     status.update(
-                        f"ablation {ablation_id}: {run['config']['strategy']} {run['task_id']}: "
+                        f"ablation {ablation_id}: {cells[event.run_id]}: "
                         f"step {store.steps_used(event.run_id)}/{budget}"
                     )
 
@@ -321,10 +325,7 @@ def ablate_distill(
     ] = True,
     db: DbOption = None,
     as_json: JsonOption = False,
-    resume: Annotated[
-        int | None,
-        typer.Option("--resume", help="Continue the interrupted ablation ID (`leafe ablate list`)."),
-    ] = None,
+    resume: ResumeOption = None,
 ) -> None:
     """Rehearsal only against rehearsal + counterfactual, evaluated on held-out tasks.
 

@@ -15,6 +15,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from engine.eval_records import EvalSample
 from engine.evaluation import Summary, summarise
 from engine.specs import ModelSpec
 from leafe_tui.app import keys
@@ -149,6 +150,7 @@ class EvaluationScreen(_Screen):
         super().__init__()
         self.eval_id = eval_id
         self.shown_task: str | None = None
+        self.samples: dict[str, list[EvalSample]] = {}  # by task, read once (without trajectories)
 
     def compose(self) -> ComposeResult:
         yield Static(id="eval-title")
@@ -160,6 +162,8 @@ class EvaluationScreen(_Screen):
         store = self.leafe.store
         record = store.evaluation(self.eval_id)
         summary = summarise(store, self.eval_id)
+        for sample in store.eval_samples(self.eval_id, trajectories=False):
+            self.samples.setdefault(sample.task_id, []).append(sample)
         tasks = self.query_one(TasksTable)
         for column in ("task", "n", "solved", *[f"pass@{k}" for k in record["ks"]]):
             tasks.add_column(column, key=column)
@@ -191,9 +195,7 @@ class EvaluationScreen(_Screen):
         self.shown_task = task_id
         table = self.query_one(SamplesTable)
         table.clear()
-        for sample in self.leafe.store.eval_samples(self.eval_id, trajectories=False):
-            if sample.task_id != task_id:
-                continue
+        for sample in self.samples.get(task_id, []):
             result = (
                 Text("✓ success", style="bold green") if sample.success else Text("✗ failure", style="red")
             )
