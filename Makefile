@@ -34,7 +34,7 @@ venv:
 	  test -x $(PY) || $(PYTHON) -m venv $(VENV); \
 	  $(PY) -m pip install --quiet --upgrade pip; \
 	  $(PY) -m engine.llama_build ensure; \
-	  $(PY) -m pip install --quiet -e '.[train,dev]'; \
+	  $(PY) -m pip install --quiet -e '.[train,dev,serve]'; \
 	  touch $(STAMP); \
 	fi
 

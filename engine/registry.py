@@ -22,6 +22,7 @@ from engine.specs import EnvSpec, ModelSpec
 BACKEND_GROUP = "leafe.backends"
 _BUILTIN_BACKENDS = {
     "llama.cpp": "engine.backends.llama:LlamaCppBackend",
+    "openai": "engine.backends.served:ServedBackend",
     "scripted": "engine.backends.scripted:ScriptedBackend",
 }
 

@@ -31,12 +31,16 @@ def model_spec_for(
     n_ctx: int = 8192,
     cache: bool = True,
     backend: str = "llama.cpp",
+    base_url: str | None = None,
 ) -> ModelSpec:
     """A checked spec for a model (name or GGUF path) and an adapter (id in ``db`` or GGUF file).
 
-    With an adapter and no model, the model is the adapter's base.
+    With an adapter and no model, the model is the adapter's base. A served model (``base_url``)
+    is named as its server names it; its adapter, if any, is the server's to load.
     """
     check_n_ctx(n_ctx)
+    if base_url or backend == SERVED_BACKEND:
+        return _served_spec(model, adapter=adapter, backend=backend, base_url=base_url, n_ctx=n_ctx)
     adapter_path: Path | None = None
     adapter_id: int | None = None
     if adapter:
@@ -56,6 +60,36 @@ def model_spec_for(
         n_ctx=n_ctx,
         cache=cache,
     )
+
+
+SERVED_BACKEND = "openai"
+
+
+def _served_spec(
+    model: str, *, adapter: str | None, backend: str, base_url: str | None, n_ctx: int
+) -> ModelSpec:
+    if backend != SERVED_BACKEND:
+        raise SettingError(
+            f"--base-url names a model server, which the {backend} backend does not use",
+            hint=f"add --backend {SERVED_BACKEND}",
+        )
+    if not base_url:
+        raise SettingError(f"the {backend} backend needs the server's address: give --base-url URL")
+    if not model:
+        raise SettingError("a served model needs the name its server gives it: give --model NAME")
+    if adapter:
+        raise SettingError(
+            "a served model's adapter is loaded by its server (llama-server --lora, vLLM --lora-modules)",
+            hint="serve the adapter and give its name with --model",
+        )
+    from engine.backends.base import BackendError
+    from engine.backends.served import api_url
+
+    try:
+        api_url(base_url)
+    except BackendError as exc:
+        raise SettingError(str(exc)) from None
+    return ModelSpec(backend=backend, model=model, n_ctx=n_ctx, base_url=base_url)
 
 
 def run_model_spec(run: dict[str, Any]) -> ModelSpec:

@@ -17,6 +17,7 @@ from engine.errors import LeafeError, SettingError
 from leafe_tui import paths
 from leafe_tui.cli_common import (
     BackendOption,
+    BaseUrlOption,
     DbOption,
     JsonOption,
     SuiteOption,
@@ -60,6 +61,7 @@ def ablate_explore(
     strategies: StrategiesOption = "independent,refine,tree",
     model: Annotated[str, typer.Option("--model", help="Known model name or path to a .gguf file.")] = "",
     backend: BackendOption = "llama.cpp",
+    base_url: BaseUrlOption = None,
     adapter: Annotated[
         str | None, typer.Option("--adapter", help="A trained adapter: id (`leafe adapters`) or .gguf.")
     ] = None,
@@ -126,7 +128,9 @@ def ablate_explore(
             )
             config.validate()
             chosen = tuple(s.strip() for s in strategies.split(",") if s.strip())
-            spec = model_spec_for(model, adapter=adapter, db=database, n_ctx=n_ctx, backend=backend)
+            spec = model_spec_for(
+                model, adapter=adapter, db=database, n_ctx=n_ctx, backend=backend, base_url=base_url
+            )
             if spec.adapter:
                 config.adapter = spec.adapter
             env_specs = {task: env_spec_for(task, tasks_file) for task in tasks}

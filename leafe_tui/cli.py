@@ -18,6 +18,7 @@ from engine.store import StoreError
 from leafe_tui import ablate_cmd, doctor_cmd, env_cmd, eval_cmd, paths, stage2_cli
 from leafe_tui.cli_common import (
     BackendOption,
+    BaseUrlOption,
     DbOption,
     JsonOption,
     SuiteOption,
@@ -183,6 +184,7 @@ def explore(
     tasks: Annotated[list[str] | None, typer.Argument(help="Task ids to explore, one run each.")] = None,
     model: Annotated[str, typer.Option("--model", help="Known model name or path to a .gguf file.")] = "",
     backend: BackendOption = "llama.cpp",
+    base_url: BaseUrlOption = None,
     suite: SuiteOption = None,
     db: DbOption = None,
     budget: Annotated[int, _opt("budget")] = _default("budget"),
@@ -242,6 +244,7 @@ def explore(
         adapter=adapter,
         force=force,
         backend=backend,
+        base_url=base_url,
         config=dict(
             budget=budget,
             max_depth=max_depth,

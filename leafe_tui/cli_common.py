@@ -43,8 +43,17 @@ BackendOption = Annotated[
     str,
     typer.Option(
         "--backend",
-        help="Model backend by registry name (llama.cpp; scripted: a test double reading replies from "
-        "the JSON list file given as --model).",
+        help="Model backend by registry name: llama.cpp (in this process), openai (a server given by "
+        "--base-url: llama-server, llama-cpp-python's server, vLLM, SGLang); scripted: a test double "
+        "reading replies from the JSON list file given as --model.",
+    ),
+]
+BaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        help="With --backend openai: the server's address, e.g. http://127.0.0.1:8000 (API key, if "
+        "any, in $LEAFE_API_KEY); --model is then the name the server gives the model.",
     ),
 ]
 

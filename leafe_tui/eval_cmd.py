@@ -11,6 +11,7 @@ from engine.errors import LeafeError, SettingError
 from leafe_tui import paths
 from leafe_tui.cli_common import (
     BackendOption,
+    BaseUrlOption,
     DbOption,
     JsonOption,
     SuiteOption,
@@ -57,6 +58,7 @@ def evaluate(
     tasks: Annotated[list[str] | None, typer.Argument(help="Task ids to evaluate.")] = None,
     model: Annotated[str, typer.Option("--model", help="Known model name or path to a .gguf file.")] = "",
     backend: BackendOption = "llama.cpp",
+    base_url: BaseUrlOption = None,
     adapter: Annotated[
         str | None, typer.Option("--adapter", help="A trained adapter: id (`leafe adapters`) or .gguf.")
     ] = None,
@@ -126,7 +128,9 @@ def evaluate(
                 raise SettingError(
                     "give at least one task id (see `leafe tasks list`), a suite or --resume EVAL"
                 )
-            spec = model_spec_for(model, adapter=adapter, db=database, n_ctx=n_ctx, backend=backend)
+            spec = model_spec_for(
+                model, adapter=adapter, db=database, n_ctx=n_ctx, backend=backend, base_url=base_url
+            )
             # an adapter is evaluated in the setting it was trained for, unless a flag says otherwise
             trained = trained_setting(database, spec.adapter_id) if spec.adapter_id is not None else {}
             defaults = RolloutConfig()

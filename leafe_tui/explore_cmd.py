@@ -47,6 +47,7 @@ class ExploreRequest:
     adapter: str | None = None  # an adapter id from `leafe adapters` or a GGUF LoRA file
     force: bool = False  # resume a run even if its recorded explorer looks alive
     backend: str = "llama.cpp"
+    base_url: str | None = None  # a served model's server (backend openai)
     model_spec: ModelSpec | None = None  # filled in by _prepare: new from the flags, or the run's own
     env_specs: dict[str, EnvSpec] = field(default_factory=dict)
 
@@ -195,6 +196,7 @@ def _prepare(request: ExploreRequest) -> tuple[Store, list[Job], dict[str, Any]]
             n_ctx=request.n_ctx,
             cache=request.cache,
             backend=request.backend,
+            base_url=request.base_url,
         )
     store = Store(request.db, create=request.resume is None)  # resuming never creates a file
     try:

@@ -5,6 +5,8 @@ They exist for tests only; every user-facing path runs real environments and the
 
 from __future__ import annotations
 
+import json
+
 from engine.backends.scripted import ScriptedBackend
 from engine.envs.path_test import PathTestEnv
 from engine.explorer import ExploreConfig, Explorer
@@ -94,3 +96,89 @@ def write_adapter(path, *, kind: str = "adapter", adapter_type: str | None = "lo
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+# --- a served model: an OpenAI-compatible chat server on a loopback port ----------------------
+
+
+class ChatServerDouble:
+    """A tiny OpenAI-compatible chat server (a test double) answering with ``reply_fn(messages)``.
+
+    ``failures`` is a list of HTTP statuses answered, in order, before any real answer (to test
+    retries); ``die_after`` shuts the server down after that many answered chat calls (a server
+    that goes away mid-run). ``requests`` keeps every chat request body; ``owned_by`` is what
+    ``/v1/models`` says of the model, which names the server kind.
+    """
+
+    def __init__(
+        self,
+        reply_fn,
+        *,
+        model: str = "double",
+        owned_by: str = "me",
+        failures: list[int] | None = None,
+        die_after: int | None = None,
+        usage_extra: dict | None = None,
+        port: int = 0,
+    ) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.reply_fn, self.model, self.owned_by = reply_fn, model, owned_by
+        self.failures = list(failures or [])
+        self.die_after = die_after
+        self.usage_extra = usage_extra or {}
+        self.requests: list[dict] = []
+        self.answered = 0
+        self._lock = threading.Lock()
+        double = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path != "/v1/models":
+                    self._send(404, {"error": {"message": "no such route"}})
+                    return
+                self._send(200, {"data": [{"id": double.model, "owned_by": double.owned_by}]})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with double._lock:
+                    if double.failures:
+                        status = double.failures.pop(0)
+                        self._send(status, {"error": {"message": "busy"}}, {"Retry-After": "0"})
+                        return
+                    double.requests.append(body)
+                if body.get("model") != double.model:
+                    self._send(404, {"error": {"message": f"model {body.get('model')} not found"}})
+                    return
+                text = double.reply_fn(body["messages"])
+                usage = {"prompt_tokens": 10, "completion_tokens": 3, **double.usage_extra}
+                self._send(
+                    200, {"choices": [{"message": {"role": "assistant", "content": text}}], "usage": usage}
+                )
+                with double._lock:
+                    double.answered += 1
+                    if double.die_after is not None and double.answered >= double.die_after:
+                        threading.Thread(target=double.stop, daemon=True).start()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
