@@ -10,7 +10,9 @@ solves and the other does not, and a plain sentence when the interval holds zero
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 
 from engine.backends.base import ModelBackend
@@ -47,30 +49,98 @@ def run_evaluation(
     envs: dict[str, Environment],
     config: RolloutConfig,
     on_sample: Callable[[EvalSample, int, int], None] | None = None,
+    *,
+    workers: int = 1,
 ) -> None:
-    """Roll out every (task, sample) the evaluation has no row for yet, committing each one."""
+    """Roll out every (task, sample) the evaluation has no row for yet, committing each one.
+
+    With ``workers`` > 1 that many samples are rolled out at once, each thread with environments of
+    its own and the one backend (which must take concurrent calls: a served model). Samples are
+    committed here, in the calling thread, as they end: the store keeps one writer, a kill loses only
+    the samples in flight, and every sample's seeds depend on its task and index alone, so the
+    results do not depend on the number of workers (as far as the server's sampling is
+    deterministic).
+    """
+    check_workers(backend.concurrent_calls, workers, backend.name)
     evaluation = store.evaluation(eval_id)
     done = {(s.task_id, s.sample) for s in store.eval_samples(eval_id, trajectories=False)}
     total = len(evaluation["tasks"]) * evaluation["n"]
+    pending = [(t, i) for t in evaluation["tasks"] for i in range(evaluation["n"]) if (t, i) not in done]
     store.set_evaluation_status(eval_id, "running")
+
+    def commit(sample: EvalSample) -> None:
+        store.add_eval_sample(eval_id, sample)
+        done.add((sample.task_id, sample.sample))
+        if on_sample:
+            on_sample(sample, len(done), total)
+
     try:
-        for task in evaluation["tasks"]:
-            for index in range(evaluation["n"]):
-                if (task, index) in done:
-                    continue
-                result = rollout(backend, envs[task], task, index, config)
-                sample = EvalSample(
-                    task, index, result.success, result.steps, result.generated_tokens, result.seconds,
-                    [{"reply": r, "observation": o} for r, o in result.trajectory],
-                )  # fmt: skip
-                store.add_eval_sample(eval_id, sample)
-                done.add((task, index))
-                if on_sample:
-                    on_sample(sample, len(done), total)
+        if workers == 1:
+            for task, index in pending:
+                commit(_sample(backend, envs[task], task, index, config))
+        else:
+            _run_parallel(backend, envs, evaluation, pending, config, workers, commit)
     except BaseException:
         store.set_evaluation_status(eval_id, "interrupted")
         raise
     store.set_evaluation_status(eval_id, "finished")
+
+
+def check_workers(concurrent_calls: bool, workers: int, backend: str) -> None:
+    """SettingError unless ``workers`` calls at once make sense for a backend (its class attribute
+    ``concurrent_calls``, known before the model loads)."""
+    if workers < 1:
+        raise SettingError(f"--workers must be at least 1, not {workers}")
+    if workers > 1 and not concurrent_calls:
+        raise SettingError(
+            f"the {backend} backend answers one call at a time in this process, so --workers "
+            f"{workers} would not be faster",
+            hint="serve the model (--backend openai --base-url URL) to run several at once",
+        )
+
+
+def _sample(
+    backend: ModelBackend, env: Environment, task: str, index: int, config: RolloutConfig
+) -> EvalSample:
+    result = rollout(backend, env, task, index, config)
+    return EvalSample(
+        task, index, result.success, result.steps, result.generated_tokens, result.seconds,
+        [{"reply": r, "observation": o} for r, o in result.trajectory],
+    )  # fmt: skip
+
+
+def _run_parallel(
+    backend: ModelBackend,
+    envs: dict[str, Environment],
+    evaluation: dict,
+    pending: list[tuple[str, int]],
+    config: RolloutConfig,
+    workers: int,
+    commit: Callable[[EvalSample], None],
+) -> None:
+    """Roll out ``pending`` on ``workers`` threads; each thread opens its own environments (an
+    environment is stateful) from the evaluation's recorded specs."""
+    from engine.registry import open_env
+
+    specs = {t: EnvSpec.from_json(j) for t, j in evaluation["config"].get("env_specs", {}).items()}
+    local = threading.local()
+
+    def env_for(task: str) -> Environment:
+        opened = local.__dict__.setdefault("envs", {})
+        if task not in opened:
+            spec = specs.get(task) or EnvSpec(envs[task].name)
+            opened[task] = open_env(spec)
+        return opened[task]
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="leafe-eval")
+    try:
+        futures = [
+            pool.submit(lambda t=t, i=i: _sample(backend, env_for(t), t, i, config)) for t, i in pending
+        ]
+        for future in as_completed(futures):
+            commit(future.result())
+    finally:  # on an error or ^C nothing new starts; samples in flight end with their calls
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 # --- summaries ---------------------------------------------------------------------------------

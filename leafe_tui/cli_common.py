@@ -57,6 +57,15 @@ BaseUrlOption = Annotated[
     ),
 ]
 
+WorkersOption = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        help="How many rollouts run at once (a served model only: it batches them; an in-process "
+        "model decodes one at a time).",
+    ),
+]
+
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one line on stderr and return the Exit to raise."""

@@ -17,6 +17,7 @@ from leafe_tui.cli_common import (
     SuiteOption,
     TasksFileOption,
     Verbs,
+    WorkersOption,
     console,
     err,
     fail,
@@ -94,6 +95,7 @@ def evaluate(
         int | None, typer.Option("--resume", help="Continue the interrupted evaluation EVAL (`leafe evals`).")
     ] = None,
     suite: SuiteOption = None,
+    workers: WorkersOption = 1,
 ) -> None:
     """Pass@k from plain rollouts (no reflection, no rollback), as the paper measures a policy.
 
@@ -101,8 +103,8 @@ def evaluate(
     can be compared with another (`leafe compare`). Run it with and without --adapter to see what
     training changed. Example: leafe eval code/suite/digit-collapse -n 8 --k 1,4,8 --adapter 1
     """
-    from engine.evaluation import create_evaluation, run_evaluation, summarise
-    from engine.registry import open_backend, open_env
+    from engine.evaluation import check_workers, create_evaluation, run_evaluation, summarise
+    from engine.registry import backend_class, open_backend, open_env
     from engine.rollout import RolloutConfig
     from engine.runtime import env_spec_for, model_spec_for, trained_setting
     from engine.specs import EnvSpec, ModelSpec
@@ -122,6 +124,7 @@ def evaluate(
             config = RolloutConfig(**stored)
             tasks, samples, ks = record["tasks"], record["n"], record["ks"]
             eval_id = resume
+            check_workers(backend_class(spec.backend).concurrent_calls, workers, spec.backend)
         else:
             tasks = [*(tasks or []), *(suite_tasks(suite) if suite else [])]
             if not tasks:
@@ -145,6 +148,7 @@ def evaluate(
                 max_steps=max_steps,
             )
             check_settings(samples, temperature, config.max_tokens, max_steps)
+            check_workers(backend_class(spec.backend).concurrent_calls, workers, spec.backend)
             ks = parse_ks(k, samples) if k is not None else sorted({1, min(4, samples)})
             env_specs = {task: env_spec_for(task, tasks_file) for task in tasks}
             store = Store(database)
@@ -164,7 +168,7 @@ def evaluate(
                 mark = "✓" if sample.success else "✗"
                 status.update(f"evaluation {eval_id}: {done}/{total} samples (last {sample.task_id} {mark})")
 
-            run_evaluation(store, eval_id, loaded, envs, config, progress)
+            run_evaluation(store, eval_id, loaded, envs, config, progress, workers=workers)
     except KeyboardInterrupt:
         raise fail(
             f"interrupted: resume with `leafe eval --resume {eval_id} --db {store.path}`", 130

@@ -120,6 +120,7 @@ class ChatServerDouble:
         die_after: int | None = None,
         usage_extra: dict | None = None,
         port: int = 0,
+        with_seed: bool = False,
     ) -> None:
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -130,6 +131,8 @@ class ChatServerDouble:
         self.usage_extra = usage_extra or {}
         self.requests: list[dict] = []
         self.answered = 0
+        self.with_seed = with_seed
+        self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
         double = self
 
@@ -164,7 +167,15 @@ class ChatServerDouble:
                 if body.get("model") != double.model:
                     self._send(404, {"error": {"message": f"model {body.get('model')} not found"}})
                     return
-                text = double.reply_fn(body["messages"])
+                with double._lock:
+                    double.in_flight += 1
+                    double.max_in_flight = max(double.max_in_flight, double.in_flight)
+                try:
+                    args = (body["messages"], body["seed"]) if double.with_seed else (body["messages"],)
+                    text = double.reply_fn(*args)
+                finally:
+                    with double._lock:
+                        double.in_flight -= 1
                 usage = {"prompt_tokens": 10, "completion_tokens": 3, **double.usage_extra}
                 self._send(
                     200, {"choices": [{"message": {"role": "assistant", "content": text}}], "usage": usage}

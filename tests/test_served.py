@@ -18,11 +18,14 @@ from typer.testing import CliRunner
 
 from engine.backends.base import BackendError
 from engine.backends.served import RetryPolicy, ServedBackend, _cached_tokens
+from engine.evaluation import create_evaluation, run_evaluation
 from engine.explorer import ExploreConfig, Explorer
 from engine.models import TEST_MODEL, cached_path
+from engine.rollout import RolloutConfig
+from engine.specs import EnvSpec, ModelSpec
 from engine.store import Store
 from leafe_tui.cli import app
-from tests.doubles import ChatServerDouble, PathTestEnv, is_reflection, policy
+from tests.doubles import ChatServerDouble, PathTestEnv, act, is_reflection, policy
 
 FAST = RetryPolicy(tries=3, first_wait=0.01, max_wait=0.02, timeout=30)
 
@@ -163,6 +166,55 @@ def test_served_model_mistakes_are_one_line_errors(args: list[str], expected: st
     result = CliRunner().invoke(app, ["explore", "path/abc", "--db", str(tmp_path / "x.db"), *args])
     assert result.exit_code == 2 and expected in result.output, result.output
     assert "Traceback" not in result.output
+
+
+def _seeded_letters(messages, seed: int) -> str:
+    """Right letters, or a wrong one when the seed says so: samples differ by their seeds alone."""
+    time.sleep(0.01)  # long enough for calls to overlap
+    step = sum(1 for m in messages if m["role"] == "assistant")
+    return act("x" if seed % 3 == 0 else "abcd"[step % 4])  # the tasks spell abc and abcd
+
+
+def _evaluate(store: Store, server: ChatServerDouble, workers: int) -> list[tuple]:
+    tasks = ["path/abc", "path/abcd"]
+    specs = {t: EnvSpec("path") for t in tasks}
+    eval_id = create_evaluation(store, ModelSpec(), tasks, 6, [1], RolloutConfig(), specs)
+    backend = ServedBackend(server.url, "double", retry=FAST)
+    run_evaluation(
+        store, eval_id, backend, {t: PathTestEnv() for t in tasks}, RolloutConfig(), workers=workers
+    )
+    samples = store.eval_samples(eval_id)
+    return sorted((s.task_id, s.sample, s.success, s.steps, json.dumps(s.trajectory)) for s in samples)
+
+
+def test_eval_workers_run_samples_at_once_with_the_same_results(double, store: Store) -> None:
+    server = double(_seeded_letters, with_seed=True)
+    alone = _evaluate(store, server, workers=1)
+    assert server.max_in_flight == 1
+    together = _evaluate(store, server, workers=4)
+    assert server.max_in_flight > 1  # the calls did overlap
+    assert together == alone and len(alone) == 12
+    assert {row[2] for row in alone} == {True, False}  # the seeds made a difference
+
+
+def test_workers_need_a_backend_that_takes_calls_at_once(tmp_path: Path) -> None:
+    args = [
+        "eval",
+        "path/abc",
+        "--model",
+        "qwen2.5-coder-0.5b",
+        "--workers",
+        "4",
+        "--db",
+        str(tmp_path / "e.db"),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert (
+        result.exit_code == 2
+        and "one call at a time" in result.output
+        and "--backend openai" in result.output
+    )
+    assert not (tmp_path / "e.db").exists() or not Store(tmp_path / "e.db").evaluations()
 
 
 # --- a real server: llama-cpp-python's own, with SmolLM2, on a loopback port ---------------------

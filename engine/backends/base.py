@@ -53,6 +53,9 @@ class ModelBackend(ABC):
     """A chat model the explorer can call, with optional saving of a prompt prefix's KV state."""
 
     name: str = "backend"
+    # Whether several threads may call ``complete`` at once and gain from it (a served model, which
+    # batches them); an in-process model decodes one sequence at a time.
+    concurrent_calls: bool = False
 
     @classmethod
     def from_spec(cls, spec: ModelSpec) -> ModelBackend:

@@ -8,6 +8,7 @@ simulated prefix cache, so accounting code paths are exercised too.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,12 +29,14 @@ class ScriptedBackend(ModelBackend):
     """Test double: returns scripted replies in order (or from ``reply_fn``), records every prompt."""
 
     name = "scripted (test double)"
+    concurrent_calls = True  # calls are serialised by a lock: tests of --workers use it
 
     def __init__(self, replies: Iterable[str] = (), reply_fn: ReplyFn | None = None) -> None:
         self._replies = list(replies)
         self._reply_fn = reply_fn
         self.prompts: list[list[Message]] = []
         self._context: list[str] = []
+        self._lock = threading.Lock()
 
     def complete(
         self,
@@ -45,6 +48,10 @@ class ScriptedBackend(ModelBackend):
         grammar: str | None = None,
     ) -> Completion:
         del temperature, max_tokens, seed, grammar
+        with self._lock:
+            return self._complete(messages)
+
+    def _complete(self, messages: list[Message]) -> Completion:
         self.prompts.append([dict(m) for m in messages])
         if self._reply_fn is not None:
             text = self._reply_fn(messages)

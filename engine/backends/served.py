@@ -96,6 +96,8 @@ DEFAULT_RETRY = RetryPolicy()
 class ServedBackend(ModelBackend):
     """A chat model answered by an OpenAI-compatible server."""
 
+    concurrent_calls = True  # each call is its own request; the server batches concurrent ones
+
     def __init__(
         self,
         base_url: str,
