@@ -52,6 +52,9 @@ class Claim:
     started: str | None
     kind: str  # llama.cpp, torch
     what: str  # for people: the model or job
+    # Models of one process that never run at the same time (an actor and its reflection model)
+    # name the same group and count as one claim.
+    group: str | None = None
 
     def alive(self) -> bool:
         try:
@@ -77,11 +80,12 @@ class CoreShare:
         folder: Path | None = None,
         cores: int | None = None,
         refresh_s: float | None = None,
+        group: str | None = None,
     ) -> None:
         self.refresh_s = REFRESH_S if refresh_s is None else refresh_s
         self.folder = folder or cores_folder()
         self.cores = cores or machine_cores()
-        self.claim = Claim(os.getpid(), _started(os.getpid()), kind, what)
+        self.claim = Claim(os.getpid(), _started(os.getpid()), kind, what, group)
         self.path = self.folder / f"{self.claim.pid}-{next(_COUNTER)}.json"
         self._threads: int | None = None  # the last share read, and when
         self._read_at = 0.0
@@ -116,6 +120,10 @@ class CoreShare:
         """Every live claim on this machine, this one included."""
         return [claim for _, claim in self._live()]
 
+    def _users(self) -> int:
+        """How many users of the cores there are: claims, a group of one process counted once."""
+        return len({(c.pid, c.group) if c.group else name for name, c in self._live()})
+
     def others(self) -> list[Claim]:
         mine = self.path.name if self.path is not None else ""
         return [claim for name, claim in self._live() if name != mine]
@@ -125,13 +133,13 @@ class CoreShare:
         call, so the folder is read at most once per ``refresh_s`` seconds."""
         now = time.monotonic()
         if self._threads is None or now - self._read_at >= self.refresh_s:
-            self._threads = max(1, self.cores // max(1, len(self.claims())))
+            self._threads = max(1, self.cores // max(1, self._users()))
             self._read_at = now
         return self._threads
 
     def sharing_note(self) -> str | None:
         """A sentence for people when other leafe model processes share the cores, else None."""
-        count = len(self.claims())
+        count = self._users()
         if count <= 1:
             return None
         if count > self.cores:

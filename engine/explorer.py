@@ -141,9 +141,13 @@ class Explorer:
         on_event: Callable[[ExplorerEvent], None] | None = None,
         stop: threading.Event | None = None,
         max_saved_prefixes: int = 8,
+        reflector: ModelBackend | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
+        # A second model may write the reflections (a stronger diagnostician than a small actor);
+        # the run records its spec and each reflection the model's name.
+        self.reflector = reflector or backend
         self.env = env
         self.config = config or ExploreConfig()
         self.config.validate()
@@ -152,6 +156,7 @@ class Explorer:
         self.texts = PromptTexts.for_env(env.action_help)  # a resumed run's come from its record
         self._prefixes: OrderedDict[int, Any] = OrderedDict()  # branch id -> saved KV prefix
         self._max_saved_prefixes = max_saved_prefixes
+        self._numbers: dict[int, int] = {}  # branch id -> its place in its run (seeds)
 
     # --- public API --------------------------------------------------------------------------
     def start(
@@ -161,6 +166,7 @@ class Explorer:
         *,
         model_spec: ModelSpec | None = None,
         env_spec: EnvSpec | None = None,
+        reflect_spec: ModelSpec | None = None,
     ) -> int:
         """Create a run for ``task_id``, explore it, and return the run id.
 
@@ -178,6 +184,7 @@ class Explorer:
             model_spec=model_spec.to_json() if model_spec else None,
             env_spec=(env_spec or EnvSpec(self.env.name)).to_json(),
             prompts=self.texts.to_json(),
+            reflect_spec=reflect_spec.to_json() if reflect_spec else None,
         )
         self.on_event(RunChanged(run_id, "running", task_id))
         self.on_event(BranchChanged(run_id, root.branch_id, "running"))
@@ -372,7 +379,7 @@ class Explorer:
             self._messages(path, guidance),
             temperature=self.config.temperature,
             max_tokens=self.config.max_tokens,
-            seed=call_seed(self.config.seed, branch.id, step, "act"),
+            seed=call_seed(self.config.seed, self._branch_number(branch), step, "act"),
             grammar=grammar,
         )
         parsed = parse_action(completion.text)
@@ -405,11 +412,11 @@ class Explorer:
         if self.config.strategy == "independent" or self.store.reflection_for(last.id) is not None:
             return
         messages = reflection_messages(self._messages(path, guidance), last.step, failed, last.done)
-        completion = self.backend.complete(
+        completion = self.reflector.complete(
             messages,
             temperature=self.config.reflect_temperature,
             max_tokens=self.config.reflect_max_tokens,
-            seed=call_seed(self.config.seed, branch.id, last.step, "reflect"),
+            seed=call_seed(self.config.seed, self._branch_number(branch), last.step, "reflect"),
             grammar=reflection_grammar(not failed, self.config.max_thought_chars)
             if self.config.grammar
             else None,
@@ -435,6 +442,7 @@ class Explorer:
             summary=reflection.summary or None,
             parse_error=reflection.error,
             note=note,
+            model=self.reflector.name,
             **_cost(completion),
         )
         self.on_event(
@@ -476,6 +484,14 @@ class Explorer:
             if other.from_node_id == from_node.id and other.kind == "rollback" and other.summary == summary:
                 return other.id
         return None
+
+    def _branch_number(self, branch: Branch) -> int:
+        """The branch's place in its run (0 for the root). Seeds use it rather than the database-wide
+        id, so a run samples the same whatever else the database holds or explores at the same time
+        (``--workers``)."""
+        if branch.id not in self._numbers:
+            self._numbers = {b.id: i for i, b in enumerate(self.store.branches(branch.run_id))}
+        return self._numbers[branch.id]
 
     def _save_prefix(self, child: Branch, prefix: list[Node], *, live: bool = False) -> None:
         """Keep the KV state of the child's shared history while the model's context still holds it

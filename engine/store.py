@@ -45,7 +45,8 @@ from engine.training_records import TrainingRecords, create_training_tables
 # 6: evaluations and eval_samples (stored, resumable evaluations)
 # 7: ablations and ablation_runs (stored, resumable ablations)
 # 8: nodes.info (what the environment reported beyond the observation: score, progress, …)
-SCHEMA_VERSION = 8
+# 9: runs.reflect_spec (a separate reflection model) and reflections.model (which model reflected)
+SCHEMA_VERSION = 9
 LOCK_WAIT_SECONDS = 30.0  # how long to wait for another process's write (schema creation, a claim)
 REVIEW_STATES = ("pending", "approved", "rejected")
 
@@ -138,6 +139,7 @@ _TABLES: dict[str, tuple[dict[str, type], dict[str, Any]]] = {
             "model_spec": str,  # engine.specs.ModelSpec as JSON: how to reopen the model
             "env_spec": str,  # engine.specs.EnvSpec as JSON: how to reopen the environment
             "prompts": str,  # engine.prompts.PromptTexts as JSON: the prompt texts the model saw
+            "reflect_spec": str,  # ModelSpec JSON of a separate reflection model (None: the actor)
             "created_at": str,
             "updated_at": str,
         },
@@ -217,6 +219,7 @@ _TABLES: dict[str, tuple[dict[str, type], dict[str, Any]]] = {
             "summary": str,
             "parse_error": str,
             "note": str,
+            "model": str,  # the backend that wrote the reflection
             **_COST_COLUMNS,
             "created_at": str,
         },
@@ -275,6 +278,14 @@ def _migrate_to_8(db: sqlite_utils.Database) -> None:
         db["nodes"].add_column("info", str)
 
 
+def _migrate_to_9(db: sqlite_utils.Database) -> None:
+    """A run may reflect with a model of its own; each reflection names the model that wrote it."""
+    if "reflect_spec" not in db["runs"].columns_dict:
+        db["runs"].add_column("reflect_spec", str)
+    if "model" not in db["reflections"].columns_dict:
+        db["reflections"].add_column("model", str)
+
+
 # Migration to version N, applied in order to files written by older versions.
 _MIGRATIONS = {
     2: _migrate_to_2,
@@ -284,6 +295,7 @@ _MIGRATIONS = {
     6: create_eval_tables,
     7: create_ablation_tables,
     8: _migrate_to_8,
+    9: _migrate_to_9,
 }
 # Tables every leafe file has had since version 1: with ``meta`` they tell a leafe file from another.
 _LEAFE_MARKERS = {"meta", "runs", "nodes", "branches"}
@@ -451,8 +463,15 @@ class Store(TrainingRecords, EvalRecords, AblationRecords):
         """One write transaction that holds SQLite's write lock from its start (BEGIN IMMEDIATE).
 
         What it reads cannot change under it, so a check and the write that follows are atomic
-        across processes; waiting for another writer uses the connection's busy timeout.
+        across processes; waiting for another writer uses the connection's busy timeout. (A deferred
+        BEGIN that reads first cannot wait: SQLite answers "database is locked" at once when its
+        read snapshot must become a write while another connection writes, as with --workers.)
+        Nested inside a transaction it is a savepoint of that transaction.
         """
+        if self.db.conn.in_transaction:
+            with self.db.atomic():
+                yield
+            return
         self.db.conn.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -520,6 +539,7 @@ class Store(TrainingRecords, EvalRecords, AblationRecords):
         model_spec: str | None = None,
         env_spec: str | None = None,
         prompts: str | None = None,
+        reflect_spec: str | None = None,
     ) -> tuple[int, Node]:
         """A new run with its root episode and root node (step 0, the first observation), atomically.
 
@@ -527,7 +547,7 @@ class Store(TrainingRecords, EvalRecords, AblationRecords):
         PromptTexts: what resume, re-branch, datasets and evaluations rebuild the run's setting from.
         """
         stamp = now()
-        with self.db.atomic():
+        with self._write_lock():
             runs = self.db["runs"]
             runs.insert(
                 {
@@ -541,6 +561,7 @@ class Store(TrainingRecords, EvalRecords, AblationRecords):
                     "model_spec": model_spec,
                     "env_spec": env_spec,
                     "prompts": prompts,
+                    "reflect_spec": reflect_spec,
                     **this_process(),
                     "created_at": stamp,
                     "updated_at": stamp,
@@ -721,7 +742,7 @@ class Store(TrainingRecords, EvalRecords, AblationRecords):
     def edit_summary(self, branch_id: int, text: str) -> None:
         """Record a person's edit: the generated summary stays, every edit is kept with its time."""
         stamp = now()
-        with self.db.atomic():
+        with self._write_lock():
             self.db["summary_edits"].insert({"branch_id": branch_id, "text": text, "created_at": stamp})
             self.db["branches"].update(branch_id, {"summary_edited": text, "summary_edited_at": stamp})
 

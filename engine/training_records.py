@@ -167,7 +167,7 @@ class TrainingRecords:
         self, path: str, settings: dict[str, Any], counts: dict[str, Any], examples: list[dict[str, Any]]
     ) -> int:
         """Record a dataset file and the lineage of each of its lines, atomically."""
-        with self.db.atomic():
+        with self._write_lock():  # type: ignore[attr-defined]
             table = self.db["datasets"]
             table.insert(
                 {

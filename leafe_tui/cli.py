@@ -23,6 +23,7 @@ from leafe_tui.cli_common import (
     JsonOption,
     SuiteOption,
     TasksFileOption,
+    WorkersOption,
     console,
     err,
     explore_default,
@@ -210,6 +211,18 @@ def explore(
     tasks_file: TasksFileOption = None,
     as_json: JsonOption = False,
     tui: Annotated[bool, typer.Option("--tui", help="Watch it grow in the TUI as it runs.")] = False,
+    workers: WorkersOption = 1,
+    reflect_model: Annotated[
+        str,
+        typer.Option(
+            "--reflect-model",
+            help="A separate model writes the reflections (a known name or .gguf, in this process; or, "
+            "with --reflect-base-url, the name a server gives it). Default: the actor reflects.",
+        ),
+    ] = "",
+    reflect_base_url: Annotated[
+        str | None, typer.Option("--reflect-base-url", help="The server of --reflect-model (an OpenAI API).")
+    ] = None,
     adapter: Annotated[
         str | None, typer.Option("--adapter", help="A trained adapter: id (`leafe adapters`) or .gguf.")
     ] = None,
@@ -232,6 +245,10 @@ def explore(
         raise fail("give at least one task id (see `leafe tasks list`), a --suite or --resume RUN")
     if force and resume is None:
         raise fail("--force only goes with --resume RUN")
+    if workers > 1 and tui:
+        raise fail(
+            "the TUI follows one run: drop --tui to explore with --workers, then open them with `leafe tui`"
+        )
     request = ExploreRequest(
         tasks=tasks or [],
         model=model,
@@ -245,6 +262,9 @@ def explore(
         force=force,
         backend=backend,
         base_url=base_url,
+        workers=workers,
+        reflect_model=reflect_model,
+        reflect_base_url=reflect_base_url,
         config=dict(
             budget=budget,
             max_depth=max_depth,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
@@ -48,6 +49,10 @@ class ExploreRequest:
     force: bool = False  # resume a run even if its recorded explorer looks alive
     backend: str = "llama.cpp"
     base_url: str | None = None  # a served model's server (backend openai)
+    workers: int = 1  # runs explored at once (a served model only)
+    reflect_model: str = ""  # a separate reflection model: name, GGUF path or served name
+    reflect_base_url: str | None = None  # ... served by this server
+    reflect_spec: ModelSpec | None = None  # filled in by _prepare (new from the flags, or the run's)
     model_spec: ModelSpec | None = None  # filled in by _prepare: new from the flags, or the run's own
     env_specs: dict[str, EnvSpec] = field(default_factory=dict)
 
@@ -179,6 +184,38 @@ def load_backend(request: ExploreRequest, err: Console):
     return spec.model, backend
 
 
+def load_reflector(request: ExploreRequest, err: Console):
+    """The separate reflection model the request names (None: the actor reflects)."""
+    from engine.registry import open_backend
+
+    if request.reflect_spec is None:
+        return None
+    with err.status(
+        f"loading the reflection model {request.reflect_spec.model} ({request.reflect_spec.backend})…"
+    ):
+        return open_backend(request.reflect_spec)
+
+
+def _reflect_spec(request: ExploreRequest) -> ModelSpec | None:
+    """The checked spec of ``--reflect-model`` (served with ``--reflect-base-url``). Two in-process
+    models never decode at once, so they share one claim on the cores (engine/cores.py)."""
+    if not request.reflect_model and not request.reflect_base_url:
+        return None
+    spec = model_spec_for(
+        request.reflect_model,
+        n_ctx=request.n_ctx,
+        backend="openai" if request.reflect_base_url else "llama.cpp",
+        base_url=request.reflect_base_url,
+    )
+    if spec.backend == "llama.cpp" and request.model_spec and request.model_spec.backend == "llama.cpp":
+        group = {"core_group": "explore"}
+        request.model_spec = dataclasses.replace(
+            request.model_spec, options={**request.model_spec.options, **group}
+        )
+        spec = dataclasses.replace(spec, options={**spec.options, **group})
+    return spec
+
+
 def _prepare(request: ExploreRequest) -> tuple[Store, list[Job], dict[str, Any]]:
     """Everything that can fail before the model loads: the database (writable), the runs, the tasks,
     the settings, the model and adapter references. Returns the store, the (task, run to resume)
@@ -186,6 +223,11 @@ def _prepare(request: ExploreRequest) -> tuple[Store, list[Job], dict[str, Any]]
     from engine.registry import open_env
 
     check_n_ctx(request.n_ctx)
+    if request.workers != 1 and request.resume is None:  # a resume is one run
+        from engine.evaluation import check_workers
+        from engine.registry import backend_class
+
+        check_workers(backend_class(request.backend).concurrent_calls, request.workers, request.backend)
     if request.resume is None:  # a new run's settings and tasks are checked before any file is made
         ExploreConfig.from_dict(request.config).validate()
         request.env_specs = {task: env_spec_for(task, request.tasks_file) for task in request.tasks}
@@ -198,6 +240,7 @@ def _prepare(request: ExploreRequest) -> tuple[Store, list[Job], dict[str, Any]]
             backend=request.backend,
             base_url=request.base_url,
         )
+        request.reflect_spec = _reflect_spec(request)
     store = Store(request.db, create=request.resume is None)  # resuming never creates a file
     try:
         jobs: list[Job]
@@ -205,6 +248,7 @@ def _prepare(request: ExploreRequest) -> tuple[Store, list[Job], dict[str, Any]]
             run = resumable_run(store, request.resume, model=request.model, adapter=request.adapter)
             jobs = [(run["task_id"], run)]
             request.model_spec = run_model_spec(run)
+            request.reflect_spec = ModelSpec.from_json(run.get("reflect_spec"))
             if request.model_spec.adapter:
                 check_adapter_file(Path(request.model_spec.adapter))
             ExploreConfig.from_dict(run["config"]).validate()
@@ -231,6 +275,11 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
         if request.resume is not None:
             claimed = claim_for_resume(store, request.resume, force=request.force)
         model_name, backend = load_backend(request, err)  # records the adapter in request.config
+        try:
+            reflector = load_reflector(request, err)
+        except BaseException:
+            backend.close()
+            raise
     except BaseException as exc:
         if claimed is not None:
             release_claim(store, claimed)
@@ -241,6 +290,11 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
         return 2
     stored = jobs[0][1]["config"] if jobs[0][1] else None
     config = ExploreConfig.from_dict(stored or request.config)
+    if request.workers > 1:
+        try:
+            return _run_parallel(request, store, jobs, (backend, reflector), model_name, config, console, err)
+        finally:
+            _close(backend, reflector)
 
     run_ids: list[int] = []
     interactive = console.is_terminal and not request.as_json
@@ -252,7 +306,7 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
                 else contextlib.nullcontext() as live
             ):
                 view = LiveView(store, live if interactive else None, err if request.as_json else console)
-                explorer = Explorer(store, backend, envs[task], config, on_event=view)
+                explorer = Explorer(store, backend, envs[task], config, on_event=view, reflector=reflector)
                 if existing is not None:
                     run_ids.append(explorer.resume(existing["id"]))
                 else:
@@ -262,6 +316,7 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
                             model_name,
                             model_spec=request.model_spec,
                             env_spec=request.env_specs.get(task),
+                            reflect_spec=request.reflect_spec,
                         )
                     )
     except KeyboardInterrupt:
@@ -274,7 +329,7 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
         err.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False)
         return 1
     finally:
-        backend.close()
+        _close(backend, reflector)
 
     if request.as_json:
         sys.stdout.write(json.dumps([store.tree(r) for r in run_ids], indent=2, default=str) + "\n")
@@ -285,6 +340,68 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
             console.print(tree_renderable(RunTree.load(store, run_id)))
         console.print(totals_line(data["totals"], data["run"]["config"].get("budget")))
     console.print(f"database: {store.path}  (leafe tree {run_ids[-1]} --db {store.path})", highlight=False)
+    return 0
+
+
+def _close(*backends) -> None:
+    for backend in backends:
+        if backend is not None:
+            backend.close()
+
+
+def _run_parallel(
+    request, store: Store, jobs: list[Job], models, model_name: str, config, console, err
+) -> int:
+    """``--workers N``: the tasks explored N at once; a line per run as it ends, then the totals."""
+    from engine.parallel_explore import ExploreJob, explore_many
+
+    work = [
+        ExploreJob(task, request.env_specs[task], existing["id"] if existing else None)
+        for task, existing in jobs
+    ]
+    out = err if request.as_json else console
+
+    def done(job: ExploreJob, run_id: int) -> None:
+        totals = store.tree(run_id)["totals"]
+        out.print(
+            f"run {run_id} {job.task_id}: {store.get_run(run_id)['status']}, "
+            f"{totals['successes']} successes in {totals['episodes']} episodes",
+            highlight=False,
+        )
+
+    backend, reflector = models
+    try:
+        run_ids = explore_many(
+            store.path,
+            backend,
+            work,
+            config,
+            model_name=model_name,
+            model_spec=request.model_spec,
+            workers=request.workers,
+            on_run_done=done,
+            reflector=reflector,
+            reflect_spec=request.reflect_spec,
+        )
+    except KeyboardInterrupt:
+        err.print(
+            "[yellow]interrupted[/]: resume each unfinished run with "
+            f"`leafe explore --resume RUN --db {store.path}`"
+        )
+        return 130
+    except LeafeError as exc:
+        err.print(
+            f"[bold red]error:[/] {exc.one_line()} "
+            "(unfinished runs resume with `leafe explore --resume RUN`)",
+            highlight=False,
+        )
+        return 1
+    if request.as_json:
+        sys.stdout.write(json.dumps([store.tree(r) for r in run_ids], indent=2, default=str) + "\n")
+        return 0
+    for run_id in run_ids:
+        console.print(totals_line(store.tree(run_id)["totals"], config.budget))
+    console.print(f"database: {store.path}  (leafe runs --db {store.path})", highlight=False)
     return 0
 
 

@@ -88,3 +88,14 @@ def test_two_models_in_one_process_each_take_half_the_cores(tmp_path: Path, monk
     finally:
         first.close()
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_models_of_one_group_count_once(tmp_path: Path) -> None:
+    """An actor and its reflection model in one process never decode together: one share for both."""
+    actor = CoreShare("llama.cpp", "actor", folder=tmp_path, cores=2, refresh_s=0, group="explore")
+    reflector = CoreShare("llama.cpp", "reflector", folder=tmp_path, cores=2, refresh_s=0, group="explore")
+    assert actor.threads() == reflector.threads() == 2 and actor.sharing_note() is None
+    other = CoreShare("llama.cpp", "other", folder=tmp_path, cores=2, refresh_s=0)
+    assert actor.threads() == other.threads() == 1
+    for share in (actor, reflector, other):
+        share.close()

@@ -172,11 +172,11 @@ def _seeded_letters(messages, seed: int) -> str:
     """Right letters, or a wrong one when the seed says so: samples differ by their seeds alone."""
     time.sleep(0.01)  # long enough for calls to overlap
     step = sum(1 for m in messages if m["role"] == "assistant")
-    return act("x" if seed % 3 == 0 else "abcd"[step % 4])  # the tasks spell abc and abcd
+    return act("x" if seed % 3 == 0 else "abcdefg"[step % 7])  # the tasks spell prefixes of abcdefg
 
 
 def _evaluate(store: Store, server: ChatServerDouble, workers: int) -> list[tuple]:
-    tasks = ["path/abc", "path/abcd"]
+    tasks = ["path/abc", "path/abcdefg"]
     specs = {t: EnvSpec("path") for t in tasks}
     eval_id = create_evaluation(store, ModelSpec(), tasks, 6, [1], RolloutConfig(), specs)
     backend = ServedBackend(server.url, "double", retry=FAST)
@@ -215,6 +215,69 @@ def test_workers_need_a_backend_that_takes_calls_at_once(tmp_path: Path) -> None
         and "--backend openai" in result.output
     )
     assert not (tmp_path / "e.db").exists() or not Store(tmp_path / "e.db").evaluations()
+
+
+def _trees(store: Store, run_ids: list[int]) -> list[list[tuple]]:
+    return [
+        [(n.step, n.action, n.observation, store.branch(n.branch_id).kind) for n in store.nodes(r)]
+        for r in run_ids
+    ]
+
+
+def test_explore_workers_build_the_same_trees_at_once_without_locking_the_database(
+    double, tmp_path: Path
+) -> None:
+    """Eight tasks on eight workers, every step written by its own thread: no "database is locked",
+    and each tree is the one a single worker builds."""
+    server = double(_seeded_letters, with_seed=True)
+    tasks = ["path/abc", "path/abcdefg"] * 4
+    trees = {}
+    for workers in (1, 8):
+        db = tmp_path / f"w{workers}.db"
+        args = ["explore", *tasks, "--backend", "openai", "--base-url", server.url, "--model", "double"]
+        result = CliRunner().invoke(app, [*args, "--budget", "2", "--workers", str(workers), "--db", str(db)])
+        assert result.exit_code == 0, result.output
+        store = Store(db)
+        runs = store.list_runs()
+        assert sorted(r["task_id"] for r in runs) == sorted(tasks) and {r["status"] for r in runs} == {
+            "finished"
+        }
+        trees[workers] = sorted(
+            zip([r["task_id"] for r in runs], _trees(store, [r["id"] for r in runs]), strict=True)
+        )
+        if workers == 1:
+            assert server.max_in_flight == 1
+    assert server.max_in_flight > 1
+    assert trees[8] == trees[1]
+
+
+def test_a_separate_reflection_model_writes_the_reflections_and_is_recorded(double, tmp_path: Path) -> None:
+    actor, reflector = double(), double(model="judge")
+    db = tmp_path / "runs.db"
+    args = ["explore", "path/abc", "--backend", "openai", "--base-url", actor.url, "--model", "double"]
+    args += [
+        "--reflect-model",
+        "judge",
+        "--reflect-base-url",
+        reflector.url,
+        "--budget",
+        "2",
+        "--db",
+        str(db),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert reflector.requests and all(is_reflection(r["messages"]) for r in reflector.requests)
+    assert actor.requests and not any(is_reflection(r["messages"]) for r in actor.requests)
+    store = Store(db)
+    (run,) = store.list_runs()
+    assert json.loads(run["reflect_spec"]) == {
+        **json.loads(run["reflect_spec"]),
+        "model": "judge",
+        "base_url": reflector.url,
+    }
+    assert {r["model"] for r in store.reflections(run["id"])} == {f"openai:judge@{reflector.url}/v1"}
+    assert any(b.kind == "rollback" and b.outcome == "success" for b in store.branches(run["id"]))
 
 
 # --- a real server: llama-cpp-python's own, with SmolLM2, on a loopback port ---------------------

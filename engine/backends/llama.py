@@ -207,6 +207,7 @@ class LlamaCppBackend(ModelBackend):
         n_threads: int | None = None,
         reuse_prefix: bool = True,
         lora_path: str | Path | None = None,
+        core_group: str | None = None,
     ) -> None:
         try:
             from llama_cpp import Llama
@@ -227,7 +228,7 @@ class LlamaCppBackend(ModelBackend):
 
         # Without an explicit count, this model takes its fair share of the cores, re-read before
         # every call: other leafe model processes may start or end meanwhile (engine/cores.py).
-        self.share = CoreShare("llama.cpp", path.name) if n_threads is None else None
+        self.share = CoreShare("llama.cpp", path.name, group=core_group) if n_threads is None else None
         self.threads = n_threads or self.share.threads()  # type: ignore[union-attr]
         try:
             # With an adapter llama.cpp logs a line per adapted tensor whatever ``verbose`` says.
@@ -262,7 +263,13 @@ class LlamaCppBackend(ModelBackend):
             path = resolve_model(spec.model or DEFAULT_MODEL)
         except ModelError as exc:
             raise BackendError(str(exc)) from None
-        return cls(path, n_ctx=spec.n_ctx, reuse_prefix=spec.cache, lora_path=spec.adapter)
+        return cls(
+            path,
+            n_ctx=spec.n_ctx,
+            reuse_prefix=spec.cache,
+            lora_path=spec.adapter,
+            core_group=spec.options.get("core_group"),
+        )
 
     # --- prompts ---------------------------------------------------------------------------
     def tokens(self, messages: list[Message]) -> list[int]:
