@@ -17,9 +17,9 @@ DEFAULT_ARGS ?= --budget 3 --reflect-every 2
 TEST_MODEL := smollm2-135m
 DEFAULT_MODEL := qwen2.5-coder-0.5b
 
-.PHONY: setup venv engine sandbox run test lint clean
+.PHONY: setup venv engine sandbox java run test lint clean
 
-setup: $(STAMP) engine sandbox
+setup: $(STAMP) engine sandbox java
 
 # Two set-ups at once (make run and make test in two terminals) take turns: one lock for .venv.
 LOCK := $(shell command -v flock >/dev/null 2>&1 && echo flock $(CURDIR)/.leafe-setup.lock)
@@ -34,7 +34,7 @@ venv:
 	  test -x $(PY) || $(PYTHON) -m venv $(VENV); \
 	  $(PY) -m pip install --quiet --upgrade pip; \
 	  $(PY) -m engine.llama_build ensure; \
-	  $(PY) -m pip install --quiet -e '.[train,dev,serve]'; \
+	  $(PY) -m pip install --quiet -e '.[train,dev,serve,worlds]'; \
 	  touch $(STAMP); \
 	fi
 
@@ -50,6 +50,14 @@ sandbox:
 	    (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null 2>&1 \
 	      || echo "leafe: could not install bubblewrap; code runs under resource limits only"; \
 	  else echo "leafe: bubblewrap missing (apt-get install bubblewrap); code runs under resource limits only"; fi; }
+
+# ScienceWorld and TextWorld-Express run a JVM (Java 17); install a headless JRE where we can.
+java:
+	@command -v java >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq default-jre-headless) >/dev/null 2>&1 \
+	      || echo "leafe: could not install Java; the scienceworld and textworld-express environments need it"; \
+	  else echo "leafe: Java missing (apt-get install default-jre-headless); scienceworld and textworld-express need it"; fi; }
 
 run: setup
 	$(LEAFE) models pull $(DEFAULT_MODEL)

@@ -25,13 +25,16 @@ class Suite:
     name: str
     description: str
     tasks: Callable[[], list[str]]  # every task of the suite, in a stable order
-    split_of: Callable[[str], str]  # "train" or "held-out"
+    split_of: Callable[[str], str]  # "train" or "held-out" (or the suite's own splits)
+    splits: tuple[str, ...] = SPLITS
+    aliases: tuple[tuple[str, str], ...] = ()  # (name, split): e.g. held-out is a benchmark's test split
 
     def split(self, which: str | None) -> list[str]:
         if which is None:
             return self.tasks()
-        if which not in SPLITS:
-            raise SettingError(f"a suite split is one of {', '.join(SPLITS)}, not {which!r}")
+        which = dict(self.aliases).get(which, which)
+        if which not in self.splits:
+            raise SettingError(f"a {self.name} split is one of {', '.join(self.splits)}, not {which!r}")
         return [task for task in self.tasks() if self.split_of(task) == which]
 
 
@@ -62,6 +65,18 @@ def _sokoban_split(task_id: str) -> str:
     return "held-out" if seed in SOKOBAN_HELD_OUT_SEEDS else "train"
 
 
+def _scienceworld() -> list[str]:
+    from engine.envs.sciworld import ScienceWorldEnv
+
+    return [task.id for task in ScienceWorldEnv().tasks()]
+
+
+def _scienceworld_split(task_id: str) -> str:
+    from engine.envs.sciworld import split_of
+
+    return split_of(task_id)
+
+
 SUITES = {
     "humaneval": Suite("humaneval", "the 164 HumanEval problems (function tasks)", _humaneval, hashed_split),
     "code-suite": Suite(
@@ -72,6 +87,15 @@ SUITES = {
         "generated 7x7 Sokoban levels with 2 boxes: seeds 0-199 train, 10000-10049 held out",
         _sokoban,
         _sokoban_split,
+    ),
+    "scienceworld": Suite(
+        "scienceworld",
+        "the 30 ScienceWorld tasks, all 7,207 variations, with the package's train / dev / test split "
+        "(held-out is test)",
+        _scienceworld,
+        _scienceworld_split,
+        splits=("train", "dev", "test"),
+        aliases=(("held-out", "test"),),
     ),
 }
 

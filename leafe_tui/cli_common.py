@@ -35,8 +35,9 @@ SuiteOption = Annotated[
     str | None,
     typer.Option(
         "--suite",
-        help="A built-in suite with a fixed split: humaneval, code-suite or sokoban, with :train or "
-        ":held-out (e.g. humaneval:held-out); its tasks are added to those given.",
+        help="A built-in suite with a fixed split: humaneval, code-suite, sokoban or scienceworld, with "
+        ":train or :held-out (e.g. humaneval:held-out; scienceworld also :dev, :test); its tasks are "
+        "added to those given.",
     ),
 ]
 BackendOption = Annotated[

@@ -10,13 +10,13 @@ import pytest
 from typer.testing import CliRunner
 
 from engine.env_check import check_environment
-from engine.envs import load_env
+from engine.envs import env_names, load_env
 from engine.envs.base import ParsedAction, StepResult, TaskNotFound
 from engine.envs.path_test import PathTestEnv
 from leafe_tui.cli import app
 
 
-@pytest.mark.parametrize("name", ["code", "sokoban", "path"])
+@pytest.mark.parametrize("name", env_names(hidden=True))
 def test_every_built_in_environment_passes(name: str) -> None:
     checks = check_environment(lambda: load_env(name))
     assert [c for c in checks if not c.passed] == []

@@ -18,6 +18,8 @@ ENTRY_POINT_GROUP = "leafe.environments"
 _BUILTIN = {
     "code": "engine.envs.code:CodeEnv",
     "sokoban": "engine.envs.sokoban:SokobanEnv",
+    "scienceworld": "engine.envs.sciworld:ScienceWorldEnv",
+    "textworld-express": "engine.envs.twx:TextWorldExpressEnv",
     "path": "engine.envs.path_test:PathTestEnv",  # a test double, hidden from listings
 }
 
