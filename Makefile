@@ -35,6 +35,7 @@ venv:
 	  $(PY) -m pip install --quiet --upgrade pip; \
 	  $(PY) -m engine.llama_build ensure; \
 	  $(PY) -m pip install --quiet -e '.[train,dev,serve,worlds]'; \
+	  $(PY) -m pip install --quiet --no-deps -e examples/leafe-guess; \
 	  touch $(STAMP); \
 	fi
 
