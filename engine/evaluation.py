@@ -61,7 +61,8 @@ def run_evaluation(
     results do not depend on the number of workers (as far as the server's sampling is
     deterministic).
     """
-    check_workers(backend.concurrent_calls, workers, backend.name)
+    if workers > 1 and not backend.concurrent_calls:
+        raise SettingError(f"{backend.name} answers one call at a time: open it for {workers} workers")
     evaluation = store.evaluation(eval_id)
     done = {(s.task_id, s.sample) for s in store.eval_samples(eval_id, trajectories=False)}
     total = len(evaluation["tasks"]) * evaluation["n"]
@@ -84,19 +85,6 @@ def run_evaluation(
         store.set_evaluation_status(eval_id, "interrupted")
         raise
     store.set_evaluation_status(eval_id, "finished")
-
-
-def check_workers(concurrent_calls: bool, workers: int, backend: str) -> None:
-    """SettingError unless ``workers`` calls at once make sense for a backend (its class attribute
-    ``concurrent_calls``, known before the model loads)."""
-    if workers < 1:
-        raise SettingError(f"--workers must be at least 1, not {workers}")
-    if workers > 1 and not concurrent_calls:
-        raise SettingError(
-            f"the {backend} backend answers one call at a time in this process, so --workers "
-            f"{workers} would not be faster",
-            hint="serve the model (--backend openai --base-url URL) to run several at once",
-        )
 
 
 def _sample(

@@ -8,6 +8,7 @@ re-branching, building a dataset or evaluating needs no flag repeated. ``engine.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 from pathlib import Path
@@ -90,6 +91,28 @@ def _served_spec(
     except BackendError as exc:
         raise SettingError(str(exc)) from None
     return ModelSpec(backend=backend, model=model, n_ctx=n_ctx, base_url=base_url)
+
+
+def with_workers(spec: ModelSpec, workers: int) -> ModelSpec:
+    """The spec to open for ``workers`` calls at once: the in-process model as the batched engine with
+    that many slots (not recorded: a resume chooses its own number of workers)."""
+    if workers > 1 and spec.backend == "llama.cpp":
+        return dataclasses.replace(spec, options={**spec.options, "slots": workers})
+    return spec
+
+
+def check_workers(spec: ModelSpec, workers: int) -> None:
+    """SettingError unless the model ``spec`` opens (with ``with_workers``) can serve ``workers`` at once."""
+    from engine.registry import backend_class
+
+    if workers < 1:
+        raise SettingError(f"--workers must be at least 1, not {workers}")
+    if workers > 1 and not backend_class(spec.backend).takes_concurrent_calls(with_workers(spec, workers)):
+        raise SettingError(
+            f"the {spec.backend} backend answers one call at a time, so --workers {workers} "
+            "would not be faster",
+            hint="use the in-process llama.cpp model or a server (--backend openai --base-url URL)",
+        )
 
 
 def run_model_spec(run: dict[str, Any]) -> ModelSpec:

@@ -103,10 +103,10 @@ def evaluate(
     can be compared with another (`leafe compare`). Run it with and without --adapter to see what
     training changed. Example: leafe eval code/suite/digit-collapse -n 8 --k 1,4,8 --adapter 1
     """
-    from engine.evaluation import check_workers, create_evaluation, run_evaluation, summarise
-    from engine.registry import backend_class, open_backend, open_env
+    from engine.evaluation import create_evaluation, run_evaluation, summarise
+    from engine.registry import open_backend, open_env
     from engine.rollout import RolloutConfig
-    from engine.runtime import env_spec_for, model_spec_for, trained_setting
+    from engine.runtime import check_workers, env_spec_for, model_spec_for, trained_setting, with_workers
     from engine.specs import EnvSpec, ModelSpec
     from engine.store import Store
     from engine.suites import suite_tasks
@@ -124,7 +124,7 @@ def evaluate(
             config = RolloutConfig(**stored)
             tasks, samples, ks = record["tasks"], record["n"], record["ks"]
             eval_id = resume
-            check_workers(backend_class(spec.backend).concurrent_calls, workers, spec.backend)
+            check_workers(spec, workers)
         else:
             tasks = [*(tasks or []), *(suite_tasks(suite) if suite else [])]
             if not tasks:
@@ -148,7 +148,7 @@ def evaluate(
                 max_steps=max_steps,
             )
             check_settings(samples, temperature, config.max_tokens, max_steps)
-            check_workers(backend_class(spec.backend).concurrent_calls, workers, spec.backend)
+            check_workers(spec, workers)
             ks = parse_ks(k, samples) if k is not None else sorted({1, min(4, samples)})
             env_specs = {task: env_spec_for(task, tasks_file) for task in tasks}
             store = Store(database)
@@ -156,7 +156,7 @@ def evaluate(
             eval_id = create_evaluation(store, spec, list(tasks), samples, ks, config, env_specs)
         envs = {task: open_env(env_spec) for task, env_spec in env_specs.items() if env_spec}
         with err.status(f"loading {spec.model}{' with its adapter' if spec.adapter else ''}…"):
-            loaded = open_backend(spec)
+            loaded = open_backend(with_workers(spec, workers))
         if note := loaded.sharing_note():
             err.print(f"[yellow]note:[/] {note}", highlight=False)
     except (LeafeError, OSError) as exc:

@@ -22,12 +22,14 @@ from engine.runtime import (
     SettingError,
     check_adapter_file,
     check_n_ctx,
+    check_workers,
     env_spec_for,
     model_spec_for,
     resolve_adapter,
     run_env_spec,
     run_model_spec,
     same_model,
+    with_workers,
 )
 from engine.specs import EnvSpec, ModelSpec
 from engine.store import RunBusy, Store
@@ -178,7 +180,7 @@ def load_backend(request: ExploreRequest, err: Console):
         request.config["adapter"] = spec.adapter
     what = spec.model + (f" with adapter {Path(spec.adapter).name}" if spec.adapter else "")
     with err.status(f"loading {what} ({spec.backend})…"):
-        backend = open_backend(spec)
+        backend = open_backend(with_workers(spec, request.workers if request.resume is None else 1))
     if note := backend.sharing_note():
         err.print(f"[yellow]note:[/] {note}", highlight=False)
     return spec.model, backend
@@ -223,11 +225,6 @@ def _prepare(request: ExploreRequest) -> tuple[Store, list[Job], dict[str, Any]]
     from engine.registry import open_env
 
     check_n_ctx(request.n_ctx)
-    if request.workers != 1 and request.resume is None:  # a resume is one run
-        from engine.evaluation import check_workers
-        from engine.registry import backend_class
-
-        check_workers(backend_class(request.backend).concurrent_calls, request.workers, request.backend)
     if request.resume is None:  # a new run's settings and tasks are checked before any file is made
         ExploreConfig.from_dict(request.config).validate()
         request.env_specs = {task: env_spec_for(task, request.tasks_file) for task in request.tasks}
@@ -241,6 +238,7 @@ def _prepare(request: ExploreRequest) -> tuple[Store, list[Job], dict[str, Any]]
             base_url=request.base_url,
         )
         request.reflect_spec = _reflect_spec(request)
+        check_workers(request.model_spec, request.workers)
     store = Store(request.db, create=request.resume is None)  # resuming never creates a file
     try:
         jobs: list[Job]

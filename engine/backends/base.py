@@ -62,6 +62,12 @@ class ModelBackend(ABC):
         """Open the backend a recorded spec describes (``engine.registry.open_backend`` calls this)."""
         raise NotImplementedError(f"{cls.__name__} cannot be opened from a spec")
 
+    @classmethod
+    def takes_concurrent_calls(cls, spec: ModelSpec) -> bool:
+        """Whether the model this spec opens gains from several calls at once (``--workers``)."""
+        del spec
+        return cls.concurrent_calls
+
     @abstractmethod
     def complete(
         self,

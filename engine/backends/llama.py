@@ -255,9 +255,19 @@ class LlamaCppBackend(ModelBackend):
         self.model_path = path
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec) -> LlamaCppBackend:
-        """Load the spec's model (a known name, pulled when missing, or a GGUF path) and adapter."""
+    def takes_concurrent_calls(cls, spec: ModelSpec) -> bool:
+        return int(spec.options.get("slots", 1)) > 1  # then it opens as the batched engine
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> ModelBackend:  # type: ignore[override]
+        """Load the spec's model (a known name, pulled when missing, or a GGUF path) and adapter;
+        with the option ``slots`` > 1, the batched engine that decodes that many calls at once."""
         from engine.models import DEFAULT_MODEL, ModelError, resolve_model
+
+        if int(spec.options.get("slots", 1)) > 1:
+            from engine.backends.llama_batched import BatchedLlamaBackend
+
+            return BatchedLlamaBackend.from_spec(spec)
 
         try:
             path = resolve_model(spec.model or DEFAULT_MODEL)
