@@ -19,7 +19,8 @@ from tests.doubles import act
 def test_splits_are_disjoint_cover_the_suite_and_are_real_tasks(name: str) -> None:
     train, held_out = suite_tasks(f"{name}:train"), suite_tasks(f"{name}:held-out")
     assert train and held_out and not set(train) & set(held_out)
-    assert sorted(train + held_out) == sorted(suite_tasks(name))
+    every_split = [task for split in SUITES[name].splits for task in suite_tasks(f"{name}:{split}")]
+    assert sorted(every_split) == sorted(suite_tasks(name))  # each task in exactly one split
     for task in (train[0], held_out[-1]):
         env_for_task(task)  # raises for a task that does not exist
 
