@@ -54,6 +54,7 @@ def make_context(model, threads: int, n_seq: int, n_ctx: int):
     params.n_batch = 512
     params.n_ubatch = 512
     params.n_seq_max = n_seq
+    params.kv_unified = True  # one cache for all sequences, so the prompt's cells can be shared
     params.n_threads = threads
     params.n_threads_batch = threads
     return L.llama_init_from_model(model, params)

@@ -303,8 +303,6 @@ class LlamaCppBackend(ModelBackend):
         seed: int,
         grammar: str | None = None,
     ) -> Completion:
-        from llama_cpp import LlamaGrammar
-
         tokens = self.tokens(messages)
         room = self.n_ctx - len(tokens)
         if room < 32:
@@ -316,22 +314,57 @@ class LlamaCppBackend(ModelBackend):
         self._fit_threads()
         cached = self._cached_prefix(tokens)
         started = time.perf_counter()
-        result = self.llm.create_completion(
-            tokens,
-            max_tokens=min(max_tokens, room),
-            temperature=temperature,
-            seed=seed,
-            grammar=LlamaGrammar.from_string(grammar, verbose=False) if grammar else None,
-        )
-        seconds = time.perf_counter() - started
-        usage = result["usage"]
+        if grammar:
+            text, generated = self._complete_checked(
+                tokens, cached, temperature, min(max_tokens, room), seed, grammar
+            )
+        else:
+            result = self.llm.create_completion(
+                tokens, max_tokens=min(max_tokens, room), temperature=temperature, seed=seed
+            )
+            text, generated = result["choices"][0]["text"], result["usage"]["completion_tokens"]
         return Completion(
-            text=result["choices"][0]["text"],
-            prompt_tokens=usage["prompt_tokens"],
+            text=text,
+            prompt_tokens=len(tokens),
             cached_tokens=cached,
-            generated_tokens=usage["completion_tokens"],
-            seconds=seconds,
+            generated_tokens=generated,
+            seconds=time.perf_counter() - started,
         )
+
+    def _complete_checked(
+        self, tokens: list[int], cached: int, temperature: float, max_tokens: int, seed: int, grammar: str
+    ) -> tuple[str, int]:
+        """A grammar-constrained reply sampled check-first (``engine.backends.check_first``), with
+        the same prefix reuse as llama-cpp-python's own generation: the cached prefix stays, the rest of
+        the prompt is evaluated, and the context then holds the prompt and the reply."""
+        import llama_cpp
+
+        from engine.backends.check_first import CheckFirstSampler
+
+        llm = self.llm
+        vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
+        try:
+            sampler = CheckFirstSampler(vocab, temperature, seed, grammar)
+        except ValueError as exc:
+            raise BackendError(str(exc)) from None
+        if cached > 0 and llm._ctx.kv_cache_seq_rm(-1, cached, -1):
+            llm.n_tokens = cached
+        else:
+            llm.reset()
+        pending, generated = tokens[llm.n_tokens :], []
+        try:
+            while True:
+                llm.eval(pending)
+                token = sampler.pick(llm._ctx.ctx, -1)
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    break
+                generated.append(token)
+                if len(generated) >= max_tokens:
+                    break
+                pending = [token]
+        finally:
+            sampler.free()
+        return self.template.decode(generated), len(generated)
 
     # --- prefix states ---------------------------------------------------------------------
     def save_prefix(self, messages: list[Message], *, live: bool = False) -> SavedPrefix | None:

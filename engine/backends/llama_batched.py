@@ -12,9 +12,7 @@ step, or a branch of the same history, re-evaluates only its new tokens (as the 
 backend's prefix reuse does). Samples draw from their own seeded sampler, so a call's reply does not
 depend on which calls share its batches beyond the float rounding of batched kernels.
 
-A grammar is checked against the sampled token first; the whole distribution is constrained only
-when that token is rejected (llama.cpp's common sampler does the same), which spares the grammar
-pass over the 152k-entry vocabulary at most steps.
+A grammar is checked against the sampled token first (``engine.backends.check_first``).
 """
 
 from __future__ import annotations
@@ -24,13 +22,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from engine.backends.base import BackendError, Completion, Message, ModelBackend, common_prefix_length
+from engine.backends.check_first import CheckFirstSampler
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from engine.specs import ModelSpec
 
 N_BATCH = 512  # tokens per llama_decode (prompt chunks and one token per generating slot)
@@ -62,8 +59,7 @@ class _Slot:
     cached: int = 0
     generated: list[int] = field(default_factory=list)
     next_token: int | None = None  # sampled, not yet evaluated
-    chain: Any = None  # temperature + seeded distribution (or greedy)
-    grammar: Any = None  # grammar sampler, when the call has a grammar
+    sampler: CheckFirstSampler | None = None
     row: int = -1  # this step's logits row in the batch (-1: none)
 
 
@@ -82,7 +78,6 @@ class BatchedLlamaBackend(ModelBackend):
         n_threads: int | None = None,
     ) -> None:
         import llama_cpp as L
-        import numpy as np
 
         from engine.backends.llama import MIN_N_CTX, check_lora_adapter
         from engine.chat_template import GgufChatTemplate, TemplateError
@@ -97,7 +92,7 @@ class BatchedLlamaBackend(ModelBackend):
             raise BackendError(f"a batched model needs at least one slot, not {slots}")
         if lora_path is not None:
             check_lora_adapter(lora_path)
-        self.L, self.np = L, np
+        self.L = L
         self.slots_n, self.n_ctx = slots, n_ctx
         try:
             self.template = GgufChatTemplate.from_gguf(path)
@@ -112,11 +107,6 @@ class BatchedLlamaBackend(ModelBackend):
             self.close()
             raise
         self.vocab = L.llama_model_get_vocab(self._model)
-        self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
-        self._candidates = (L.llama_token_data * self.n_vocab)()
-        self._view = np.ctypeslib.as_array(self._candidates)
-        self._ids = np.arange(self.n_vocab, dtype=np.int32)
-        self._one = (L.llama_token_data * 1)()
         self.slots = [_Slot(seq) for seq in range(slots)]
         self._queue: list[_Call] = []
         self._cond = threading.Condition()
@@ -239,27 +229,18 @@ class BatchedLlamaBackend(ModelBackend):
                 call.done.set()
 
     def _make_samplers(self, slot: _Slot) -> None:
-        L, call = self.L, slot.call
+        call = slot.call
         assert call is not None
         self._free_samplers(slot)
-        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
-        if call.temperature <= 0:
-            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
-        else:
-            L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(call.temperature))
-            L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(call.seed & 0xFFFFFFFF))
-        slot.chain = chain
-        if call.grammar is not None:
-            slot.grammar = L.llama_sampler_init_grammar(self.vocab, call.grammar.encode(), b"root")
-            if not slot.grammar:
-                raise BackendError("llama.cpp could not parse the reply grammar")
+        try:
+            slot.sampler = CheckFirstSampler(self.vocab, call.temperature, call.seed, call.grammar)
+        except ValueError as exc:
+            raise BackendError(str(exc)) from None
 
     def _free_samplers(self, slot: _Slot) -> None:
-        for name in ("chain", "grammar"):
-            sampler = getattr(slot, name)
-            if sampler:
-                self.L.llama_sampler_free(sampler)
-            setattr(slot, name, None)
+        if slot.sampler is not None:
+            slot.sampler.free()
+            slot.sampler = None
 
     def _step(self) -> None:
         """One llama_decode: a token of every generating slot, then prompt chunks; then sampling."""
@@ -311,50 +292,17 @@ class BatchedLlamaBackend(ModelBackend):
             )
 
     def _sample(self, slot: _Slot) -> None:
-        L, call = self.L, slot.call
-        assert call is not None
-        token = self._pick(slot)
-        if L.llama_vocab_is_eog(self.vocab, token):
+        call, sampler = slot.call, slot.sampler
+        assert call is not None and sampler is not None
+        token = sampler.pick(self._context, slot.row)
+        if self.L.llama_vocab_is_eog(self.vocab, token):
             self._finish(slot)
             return
-        if slot.grammar:
-            L.llama_sampler_accept(slot.grammar, token)
         slot.generated.append(token)
         if len(slot.generated) >= call.max_tokens or len(slot.tokens) + 1 >= self.n_ctx:
             self._finish(slot)
             return
         slot.next_token = token
-
-    def _pick(self, slot: _Slot) -> int:
-        """The next token: sampled, then checked against the grammar (constrained only if rejected)."""
-        L = self.L
-        if not slot.grammar:
-            return int(L.llama_sampler_sample(slot.chain, self._context, slot.row))
-        logits = self.np.ctypeslib.as_array(
-            L.llama_get_logits_ith(self._context, slot.row), shape=(self.n_vocab,)
-        )
-        array = self._fill(logits)
-        L.llama_sampler_apply(slot.chain, ctypes.byref(array))
-        token = int(self._candidates[array.selected].id)
-        self._one[0].id, self._one[0].logit, self._one[0].p = token, 1.0, 0.0
-        one = L.llama_token_data_array(self._one, 1, -1, False)
-        L.llama_sampler_apply(slot.grammar, ctypes.byref(one))
-        if self._one[0].logit != float("-inf"):
-            L.llama_sampler_accept(slot.chain, token)
-            return token
-        array = self._fill(logits)  # rejected: constrain the whole distribution, sample again
-        L.llama_sampler_apply(slot.grammar, ctypes.byref(array))
-        L.llama_sampler_apply(slot.chain, ctypes.byref(array))
-        token = int(self._candidates[array.selected].id)
-        L.llama_sampler_accept(slot.chain, token)
-        return token
-
-    def _fill(self, logits: np.ndarray) -> Any:
-        view = self._view
-        view["id"] = self._ids
-        view["logit"] = logits
-        view["p"] = 0.0
-        return self.L.llama_token_data_array(self._candidates, self.n_vocab, -1, False)
 
     def _finish(self, slot: _Slot) -> None:
         call = slot.call
