@@ -8,7 +8,8 @@ malformed reply. So an environment must:
 - reset deterministically for a task and seed, in this instance and in a fresh one;
 - give the same observations when the same actions are replayed (in a fresh instance too);
 - report invalid actions (a reply that did not parse, or nonsense) as invalid steps, never raise;
-- end every episode within ``max_steps`` and call a step a success only when the episode is done.
+- end every episode within ``max_steps`` and call a step a success only when the episode is done;
+- where it takes snapshots (``snapshot()``), continue from a restored one as from the original state.
 
 Each check gives a plain sentence when it fails, so a person writing an environment knows what to
 fix. The probe actions come from the environment's ``example_actions`` (optional) and a nonsense
@@ -155,6 +156,31 @@ def check_environment(make: Callable[[], Environment], *, tasks: int = 2, seed: 
                 return f"{env.max_steps} steps of {task} (max_steps) did not end the episode"
         return None
 
+    def snapshots_restore() -> str | None:
+        """Where the environment takes snapshots: after a restore, the same actions give the same
+        observations as they did from the state the snapshot was taken in."""
+        from engine.explorer import same_observation
+
+        for task in sample:
+            actions = probe(task)
+            env.reset(task, seed)
+            half = len(actions) // 2
+            for action in actions[:half]:
+                env.step(action)
+            snapshot = env.snapshot()
+            if snapshot is None:
+                return None  # takes none: the explorer resets and replays
+            rest = [env.step(action).observation for action in actions[half:]]
+            env.reset(task, seed)
+            env.restore(snapshot)
+            again = [env.step(action).observation for action in actions[half:]]
+            if not all(same_observation(a, b) for a, b in zip(rest, again, strict=True)):
+                return (
+                    f"after restore(), {task}'s next actions gave other observations than from the "
+                    "state the snapshot was taken in"
+                )
+        return None
+
     run("lists its tasks", tasks_listed)
     run("describes its actions", described)
     run("refuses unknown tasks", unknown_task)
@@ -162,4 +188,5 @@ def check_environment(make: Callable[[], Environment], *, tasks: int = 2, seed: 
     run("replays reproduce observations", replay_reproduces)
     run("reports invalid actions", bad_actions_reported)
     run("ends episodes within max_steps", episodes_end)
+    run("restores its snapshots (if it takes any)", snapshots_restore)
     return checks

@@ -118,6 +118,9 @@ class ReplayMismatch(LeafeError, RuntimeError):
     """Replaying stored actions gave a different observation: the environment is not deterministic."""
 
 
+MAX_SNAPSHOTS = 256  # environment states kept for rollbacks (the newest)
+
+
 def same_observation(a: str, b: str) -> bool:
     """Whether a replayed observation matches the stored one, memory addresses aside."""
     return a == b or without_addresses(a) == without_addresses(b)
@@ -157,6 +160,7 @@ class Explorer:
         self._prefixes: OrderedDict[int, Any] = OrderedDict()  # branch id -> saved KV prefix
         self._max_saved_prefixes = max_saved_prefixes
         self._numbers: dict[int, int] = {}  # branch id -> its place in its run (seeds)
+        self._snapshots: OrderedDict[int, Any] = OrderedDict()  # node id -> environment state after it
 
     # --- public API --------------------------------------------------------------------------
     def start(
@@ -186,6 +190,7 @@ class Explorer:
             prompts=self.texts.to_json(),
             reflect_spec=reflect_spec.to_json() if reflect_spec else None,
         )
+        self._remember(root.id)
         self.on_event(RunChanged(run_id, "running", task_id))
         self.on_event(BranchChanged(run_id, root.branch_id, "running"))
         self.on_event(NodeCommitted(run_id, root))
@@ -348,16 +353,37 @@ class Explorer:
         self.on_event(BranchChanged(run_id, branch.id, "done", outcome=outcome))
 
     def _replay(self, task_id: str, path: list[Node]) -> None:
-        """Reset the environment and replay the path's actions, checking every observation."""
-        observation = self.env.reset(task_id, self.config.task_seed)
-        if not same_observation(observation, path[0].observation):
-            raise ReplayMismatch(f"reset of {task_id} gave a different first observation than the stored run")
-        for node in path[1:]:
+        """Bring the environment to the end of ``path``: from the deepest node with a snapshot
+        (environments that take them), else from a reset; every replayed observation is checked."""
+        start = next((i for i in range(len(path) - 1, -1, -1) if path[i].id in self._snapshots), None)
+        if start is not None:
+            self._snapshots.move_to_end(path[start].id)
+            self.env.restore(self._snapshots[path[start].id])
+        else:
+            start = 0
+            observation = self.env.reset(task_id, self.config.task_seed)
+            if not same_observation(observation, path[0].observation):
+                raise ReplayMismatch(
+                    f"reset of {task_id} gave a different first observation than the stored run"
+                )
+            self._remember(path[0].id)
+        for node in path[start + 1 :]:
             result = self.env.step(parse_action(node.raw_response or ""))
             if not same_observation(result.observation, node.observation):
                 raise ReplayMismatch(
                     f"replaying step {node.step} (node {node.id}) gave a different observation"
                 )
+            self._remember(node.id)
+
+    def _remember(self, node_id: int) -> None:
+        """Keep the environment's state after ``node_id`` (when it takes snapshots), the newest few."""
+        snapshot = self.env.snapshot()
+        if snapshot is None:
+            return
+        self._snapshots[node_id] = snapshot
+        self._snapshots.move_to_end(node_id)
+        while len(self._snapshots) > MAX_SNAPSHOTS:
+            self._snapshots.popitem(last=False)
 
     def _guidance(self, branch: Branch) -> dict[int, list[str]]:
         return chain_guidance(self.store.branch_chain(branch))
@@ -401,6 +427,7 @@ class Explorer:
             info=result.info,
             **_cost(completion),
         )
+        self._remember(node.id)
         self.on_event(NodeCommitted(run_id, node))
         return node
 

@@ -20,7 +20,7 @@ from leafe_tui.cli import app
 def test_every_built_in_environment_passes(name: str) -> None:
     checks = check_environment(lambda: load_env(name))
     assert [c for c in checks if not c.passed] == []
-    assert len(checks) == 7
+    assert len(checks) == 8
 
 
 _COUNTER = itertools.count()
@@ -119,3 +119,20 @@ def test_env_check_command_fails_a_broken_environment(monkeypatch) -> None:
         "✗ resets deterministically: two resets" in result.stdout
         and "noisy fails 1 check(s)" in result.stdout
     )
+
+
+class ForgetfulSnapshots(PathTestEnv):
+    """Test double: takes snapshots, but restore() forgets the letters spelled so far."""
+
+    def snapshot(self):
+        return (self.word, self.position, self.steps)
+
+    def restore(self, snapshot) -> None:
+        self.word, _, self.steps = snapshot
+        self.position = 0
+
+
+def test_a_restore_that_loses_state_fails_its_check() -> None:
+    results = {c.name: c for c in check_environment(ForgetfulSnapshots)}
+    check = results["restores its snapshots (if it takes any)"]
+    assert not check.passed and "after restore()" in check.detail

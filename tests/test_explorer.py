@@ -11,7 +11,7 @@ from engine.backends.scripted import ScriptedBackend
 from engine.events import BranchChanged
 from engine.explorer import ExploreConfig, Explorer
 from engine.store import Store
-from tests.doubles import PathTestEnv, act, guided, is_reflection, reflect
+from tests.doubles import PathTestEnv, act, guided, is_reflection, policy, reflect
 
 
 def letter_policy(word: str, wrong_at: int = 2, rollback_to: int = 2):
@@ -279,3 +279,46 @@ def test_rebranch_leaves_a_run_with_queued_work_resumable(store: Store) -> None:
 
     Explorer(store, ScriptedBackend(reply_fn=letter_policy("abc")), PathTestEnv(), config).resume(run_id)
     assert store.branch(queued.id).status == "done" and store.get_run(run_id)["status"] == "finished"
+
+
+class CountingSnapshots(PathTestEnv):
+    """Test double: takes snapshots and counts resets and steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resets = self.steps_taken = 0
+
+    def reset(self, task_id: str, seed: int = 0) -> str:
+        self.resets += 1
+        return super().reset(task_id, seed)
+
+    def step(self, action):
+        self.steps_taken += 1
+        return super().step(action)
+
+    def snapshot(self):
+        return (self.word, self.position, self.steps)
+
+    def restore(self, snapshot) -> None:
+        self.word, self.position, self.steps = snapshot
+
+
+def _shape(store: Store, run_id: int) -> list[tuple]:
+    return [(n.step, n.action, n.observation, n.done, n.success) for n in store.nodes(run_id)]
+
+
+def test_a_branch_starts_from_a_snapshot_instead_of_replaying(tmp_path) -> None:
+    """The same tree as with reset-and-replay, without the reset and the replayed steps."""
+    plain_store, snap_store = Store(tmp_path / "plain.db"), Store(tmp_path / "snap.db")
+    plain = PathTestEnv()
+    plain_run = Explorer(
+        plain_store, ScriptedBackend(reply_fn=policy()), plain, ExploreConfig(budget=2)
+    ).start("path/abc", "scripted")
+    snapping = CountingSnapshots()
+    snap_run = Explorer(
+        snap_store, ScriptedBackend(reply_fn=policy()), snapping, ExploreConfig(budget=2)
+    ).start("path/abc", "scripted")
+    assert _shape(snap_store, snap_run) == _shape(plain_store, plain_run)
+    assert any(b.kind == "rollback" for b in snap_store.branches(snap_run))
+    actions = sum(1 for n in snap_store.nodes(snap_run) if n.step > 0)
+    assert snapping.resets == 1 and snapping.steps_taken == actions  # nothing replayed

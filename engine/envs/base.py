@@ -114,6 +114,16 @@ class Environment(ABC):
         del task_id
         return []
 
+    def snapshot(self) -> Any | None:
+        """The episode's state now, for ``restore`` to bring back, or None when the environment cannot
+        do better than a reset and a replay (the default). The explorer keeps a few, so a branch
+        starts from its rollback point without replaying the steps before it."""
+        return None
+
+    def restore(self, snapshot: Any) -> None:
+        """Make a state from ``snapshot`` current again (only called with what it returned)."""
+        raise NotImplementedError(f"{type(self).__name__} takes no snapshots")
+
     def task(self, task_id: str) -> Task:
         """Look up one task by id."""
         for task in self.tasks():

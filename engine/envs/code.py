@@ -27,6 +27,7 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from engine import sandbox
 from engine.envs.base import Environment, ParsedAction, StepResult, Task, TaskNotFound, without_addresses
@@ -186,6 +187,12 @@ class CodeEnv(Environment):
 
     def example_actions(self, task_id: str) -> list[str]:
         return ["print(0)", "import sys\nprint(sys.stdin.read()[:10])"]
+
+    def snapshot(self) -> Any | None:
+        return self._episode  # immutable: the state itself is the snapshot
+
+    def restore(self, snapshot: Any) -> None:
+        self._episode = snapshot
 
     def reset(self, task_id: str, seed: int = 0) -> str:
         """Start an episode; the seed is ignored (the task id fixes the problem)."""

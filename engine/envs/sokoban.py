@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Any
 
 from engine.envs.base import Environment, ParsedAction, StepResult, Task, TaskNotFound
 from engine.envs.sokoban_levels import (
@@ -209,6 +210,12 @@ class SokobanEnv(Environment):
     def grid(self) -> str:
         """The current grid as text (the same grid the last observation showed)."""
         return self._require_episode().grid()
+
+    def snapshot(self) -> Any | None:
+        return self._episode  # immutable: the state itself is the snapshot
+
+    def restore(self, snapshot: Any) -> None:
+        self._episode = snapshot
 
     def reset(self, task_id: str, seed: int = 0) -> str:
         return self.reset_level(load_level(task_id))  # the seed does not matter: the id fixes the level
