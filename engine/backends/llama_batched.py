@@ -140,7 +140,7 @@ class BatchedLlamaBackend(ModelBackend):
             params.n_ctx = self.n_ctx * self.slots_n
             params.n_batch = params.n_ubatch = N_BATCH
             params.n_seq_max = self.slots_n
-            params.kv_unified = False  # each sequence its own n_ctx cells
+            params.kv_unified = True  # one cache: slots share cells, a prefix can be copied between them
             params.n_threads = params.n_threads_batch = self.threads
             self._context = L.llama_init_from_model(self._model, params)
             if not self._context:
