@@ -17,9 +17,9 @@ DEFAULT_ARGS ?= --budget 3 --reflect-every 2
 TEST_MODEL := smollm2-135m
 DEFAULT_MODEL := qwen2.5-coder-0.5b
 
-.PHONY: setup venv engine sandbox java run test lint clean
+.PHONY: setup venv engine sandbox java browser run test lint clean
 
-setup: $(STAMP) engine sandbox java
+setup: $(STAMP) engine sandbox java browser
 
 # Two set-ups at once (make run and make test in two terminals) take turns: one lock for .venv.
 LOCK := $(shell command -v flock >/dev/null 2>&1 && echo flock $(CURDIR)/.leafe-setup.lock)
@@ -59,6 +59,14 @@ java:
 	    (apt-get update -qq && apt-get install -y -qq default-jre-headless) >/dev/null 2>&1 \
 	      || echo "leafe: could not install Java; the scienceworld and textworld-express environments need it"; \
 	  else echo "leafe: Java missing (apt-get install default-jre-headless); scienceworld and textworld-express need it"; fi; }
+
+# MiniWoB++ runs its pages in a headless Chromium driven by chromedriver (Debian's packages).
+browser:
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 \
+	      || echo "leafe: could not install Chromium; the miniwob environment needs it"; \
+	  else echo "leafe: Chromium missing (apt-get install chromium chromium-driver); miniwob needs it"; fi; }
 
 run: setup
 	$(LEAFE) models pull $(DEFAULT_MODEL)

@@ -135,3 +135,32 @@ def test_a_rollback_tree_on_scienceworld_recovers(store: Store) -> None:
     assert [b.outcome for b in branches] == ["failure", "success"] and branches[1].kind == "rollback"
     nodes = store.nodes(run_id)
     assert all("score" in n.info for n in nodes if n.step > 0)  # what the world reported is kept
+
+
+@pytest.mark.skipif(
+    shutil.which("chromedriver") is None, reason="no Chromium driver (make setup installs it)"
+)
+def test_miniwob_enter_text_is_judged_by_the_page() -> None:
+    """The page as text, the element numbers as actions, and the task's JavaScript as the judge."""
+    import re
+
+    from engine.envs.web import MiniWoBEnv
+
+    env = MiniWoBEnv()
+    try:
+        page = env.reset("miniwob/enter-text/3")
+        word = re.search(r'Enter "([^"]+)"', page).group(1)
+        field = re.search(r"\[(\d+)\] input_text", page).group(1)
+        submit = re.search(r'\[(\d+)\] button "Submit"', page).group(1)
+        missing = env.step(ParsedAction("click 999"))
+        assert not missing.valid and "no element 999" in missing.feedback
+        typed = env.step(ParsedAction(f"type {field} {word}"))
+        assert typed.valid and not typed.done
+        solved = env.step(ParsedAction(f"click {submit}"))
+        assert solved.done and solved.success and solved.info["raw_reward"] > 0
+        env.reset("miniwob/enter-text/3")
+        env.step(ParsedAction(f"type {field} wrong"))
+        failed = env.step(ParsedAction(f"click {submit}"))
+        assert failed.done and not failed.success
+    finally:
+        env.close()

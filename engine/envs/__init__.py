@@ -20,6 +20,7 @@ _BUILTIN = {
     "sokoban": "engine.envs.sokoban:SokobanEnv",
     "scienceworld": "engine.envs.sciworld:ScienceWorldEnv",
     "textworld-express": "engine.envs.twx:TextWorldExpressEnv",
+    "miniwob": "engine.envs.web:MiniWoBEnv",
     "path": "engine.envs.path_test:PathTestEnv",  # a test double, hidden from listings
 }
 

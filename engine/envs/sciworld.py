@@ -161,7 +161,7 @@ class ScienceWorldEnv(Environment):
             reason = " ".join((action.error or "no command was given").split())
             feedback = f"Invalid action: {reason}. Reply with one command in plain words."
             return StepResult(feedback, 0.0, out_of_steps, False, False, feedback, self._info(False))
-        command = " ".join(action.action.split()).lower()
+        command = " ".join(action.action.split()).lower().rstrip(".!")  # "look around." is the same command
         if command in ("reset task", "reset"):
             feedback = "Invalid action: the episode cannot be reset from inside. Reply with one command."
             return StepResult(feedback, 0.0, out_of_steps, False, False, feedback, self._info(False))

@@ -66,6 +66,7 @@ class TextWorldExpressEnv(Environment):
         self._game: str | None = None
         self._steps = 0
         self._score = 0.0
+        self._valid: dict[str, str] = {}  # the valid actions now, by their lower-case spelling
 
     def tasks(self) -> list[Task]:
         return [
@@ -110,6 +111,7 @@ class TextWorldExpressEnv(Environment):
             self._game = game
         observation, infos = world.reset(seed=game_seed, gameFold=fold_of(task_id))
         self._steps, self._score = 0, 0.0
+        self._valid = {a.lower(): a for a in infos.get("validActions", [])}
         return f"{infos['taskDescription']}\n\n{observation.strip()}"
 
     def step(self, action: ParsedAction) -> StepResult:
@@ -121,8 +123,10 @@ class TextWorldExpressEnv(Environment):
             reason = " ".join((action.error or "no command was given").split())
             feedback = f"Invalid action: {reason}. Reply with one command in plain words."
             return StepResult(feedback, 0.0, out_of_steps, False, False, feedback, self._info(False))
-        command = " ".join(action.action.split())
+        command = " ".join(action.action.split()).rstrip(".!")  # "look around." is the same command
+        command = self._valid.get(command.lower(), command)  # the game's own spelling ("T-shirt")
         observation, _, _, infos = self._world.step(command)
+        self._valid = {a.lower(): a for a in infos.get("validActions", [])}
         score = float(infos["score"])
         change, self._score = score - self._score, score
         recognised = not observation.startswith(UNKNOWN_ACTION)
