@@ -112,13 +112,16 @@ def _run_parallel(
 
     specs = {t: EnvSpec.from_json(j) for t, j in evaluation["config"].get("env_specs", {}).items()}
     local = threading.local()
+    opened: list[Environment] = []
+    lock = threading.Lock()
 
     def env_for(task: str) -> Environment:
-        opened = local.__dict__.setdefault("envs", {})
-        if task not in opened:
-            spec = specs.get(task) or EnvSpec(envs[task].name)
-            opened[task] = open_env(spec)
-        return opened[task]
+        mine = local.__dict__.setdefault("envs", {})
+        if task not in mine:
+            mine[task] = open_env(specs.get(task) or EnvSpec(envs[task].name))
+            with lock:
+                opened.append(mine[task])
+        return mine[task]
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="leafe-eval")
     try:
@@ -127,8 +130,10 @@ def _run_parallel(
         ]
         for future in as_completed(futures):
             commit(future.result())
-    finally:  # on an error or ^C nothing new starts; samples in flight end with their calls
-        pool.shutdown(wait=False, cancel_futures=True)
+    finally:  # on an error or ^C nothing new starts; the samples in flight end before this returns
+        pool.shutdown(wait=True, cancel_futures=True)
+        for env in opened:
+            env.close()
 
 
 # --- summaries ---------------------------------------------------------------------------------

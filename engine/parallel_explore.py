@@ -59,12 +59,13 @@ def explore_many(
     stop = stop or threading.Event()
     done_lock = threading.Lock()
 
-    def explore(job: ExploreJob) -> int:
+    def explore(job: ExploreJob) -> int | None:
+        if stop.is_set():  # an earlier failure or ^C: nothing new starts
+            return None
         store = Store(db_path, create=False)
+        env = open_env(job.env_spec)
         try:
-            explorer = Explorer(
-                store, backend, open_env(job.env_spec), config, stop=stop, reflector=reflector
-            )
+            explorer = Explorer(store, backend, env, config, stop=stop, reflector=reflector)
             if job.resume_run is not None:
                 run_id = explorer.resume(job.resume_run)
             else:
@@ -76,6 +77,7 @@ def explore_many(
                     reflect_spec=reflect_spec,
                 )
         finally:
+            env.close()
             store.close()
         if on_run_done is not None:
             with done_lock:
@@ -89,7 +91,9 @@ def explore_many(
         futures = {pool.submit(explore, job): i for i, job in enumerate(jobs)}
         for future in as_completed(futures):
             try:
-                results[futures[future]] = future.result()
+                run_id = future.result()
+                if run_id is not None:
+                    results[futures[future]] = run_id
             except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others stop
                 first_error = first_error or exc
                 stop.set()

@@ -70,4 +70,28 @@ def open_env(spec: EnvSpec) -> Environment:
     return cls(**options) if options else env
 
 
-__all__ = ["BACKEND_GROUP", "ENV_GROUP", "backend_class", "backend_names", "open_backend", "open_env"]
+def shared_envs(specs: dict[str, EnvSpec | None]) -> dict[str, Environment]:
+    """An environment per task, one object for tasks of the same spec (a suite of ScienceWorld tasks
+    then runs on one JVM rather than one per task; each task resets it). Tasks without a spec get
+    none."""
+    opened: dict[str, Environment] = {}
+    out = {}
+    for task, spec in specs.items():
+        if spec is None:
+            continue
+        key = spec.to_json()
+        if key not in opened:
+            opened[key] = open_env(spec)
+        out[task] = opened[key]
+    return out
+
+
+__all__ = [
+    "BACKEND_GROUP",
+    "ENV_GROUP",
+    "backend_class",
+    "backend_names",
+    "open_backend",
+    "open_env",
+    "shared_envs",
+]

@@ -62,8 +62,8 @@ WorkersOption = Annotated[
     int,
     typer.Option(
         "--workers",
-        help="How many rollouts run at once (a served model only: it batches them; an in-process "
-        "model decodes one at a time).",
+        help="How many rollouts run at once: a server batches them; the in-process model opens the "
+        "batched engine with that many slots (no faster on a 2-core machine, see the README).",
     ),
 ]
 

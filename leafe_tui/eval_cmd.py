@@ -104,7 +104,7 @@ def evaluate(
     training changed. Example: leafe eval code/suite/digit-collapse -n 8 --k 1,4,8 --adapter 1
     """
     from engine.evaluation import create_evaluation, run_evaluation, summarise
-    from engine.registry import open_backend, open_env
+    from engine.registry import open_backend, shared_envs
     from engine.rollout import RolloutConfig
     from engine.runtime import check_workers, env_spec_for, model_spec_for, trained_setting, with_workers
     from engine.specs import EnvSpec, ModelSpec
@@ -154,7 +154,7 @@ def evaluate(
             store = Store(database)
             store.check_writable()
             eval_id = create_evaluation(store, spec, list(tasks), samples, ks, config, env_specs)
-        envs = {task: open_env(env_spec) for task, env_spec in env_specs.items() if env_spec}
+        envs = shared_envs(env_specs)
         with err.status(f"loading {spec.model}{' with its adapter' if spec.adapter else ''}…"):
             loaded = open_backend(with_workers(spec, workers))
         if note := loaded.sharing_note():
@@ -177,6 +177,8 @@ def evaluate(
         raise fail(f"{exc.one_line()} (resume with `leafe eval --resume {eval_id}`)", 1) from None
     finally:
         loaded.close()
+        for env in {id(e): e for e in envs.values()}.values():
+            env.close()
     summary = summarise(store, eval_id)
     rows = [_row(t, ks) for t in summary.tasks]
     if as_json:

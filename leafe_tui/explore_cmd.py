@@ -195,7 +195,9 @@ def load_reflector(request: ExploreRequest, err: Console):
     with err.status(
         f"loading the reflection model {request.reflect_spec.model} ({request.reflect_spec.backend})…"
     ):
-        return open_backend(request.reflect_spec)
+        return open_backend(
+            with_workers(request.reflect_spec, request.workers if request.resume is None else 1)
+        )
 
 
 def _reflect_spec(request: ExploreRequest) -> ModelSpec | None:
@@ -222,7 +224,7 @@ def _prepare(request: ExploreRequest) -> tuple[Store, list[Job], dict[str, Any]]
     """Everything that can fail before the model loads: the database (writable), the runs, the tasks,
     the settings, the model and adapter references. Returns the store, the (task, run to resume)
     jobs and the environments."""
-    from engine.registry import open_env
+    from engine.registry import shared_envs
 
     check_n_ctx(request.n_ctx)
     if request.resume is None:  # a new run's settings and tasks are checked before any file is made
@@ -239,6 +241,8 @@ def _prepare(request: ExploreRequest) -> tuple[Store, list[Job], dict[str, Any]]
         )
         request.reflect_spec = _reflect_spec(request)
         check_workers(request.model_spec, request.workers)
+        if request.reflect_spec is not None:  # every worker's reflections go to it too
+            check_workers(request.reflect_spec, request.workers)
     store = Store(request.db, create=request.resume is None)  # resuming never creates a file
     try:
         jobs: list[Job]
@@ -246,6 +250,8 @@ def _prepare(request: ExploreRequest) -> tuple[Store, list[Job], dict[str, Any]]
             run = resumable_run(store, request.resume, model=request.model, adapter=request.adapter)
             jobs = [(run["task_id"], run)]
             request.model_spec = run_model_spec(run)
+            if request.base_url and request.model_spec.backend == "openai":  # the server moved
+                request.model_spec = dataclasses.replace(request.model_spec, base_url=request.base_url)
             request.reflect_spec = ModelSpec.from_json(run.get("reflect_spec"))
             if request.model_spec.adapter:
                 check_adapter_file(Path(request.model_spec.adapter))
@@ -253,7 +259,7 @@ def _prepare(request: ExploreRequest) -> tuple[Store, list[Job], dict[str, Any]]
             request.env_specs = {run["task_id"]: run_env_spec(run, request.tasks_file)}
         else:
             jobs = [(task, None) for task in request.tasks]
-        envs = {task: open_env(spec) for task, spec in request.env_specs.items()}
+        envs = shared_envs(request.env_specs)
         store.check_writable()
     except BaseException:
         store.close()
@@ -292,7 +298,7 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
         try:
             return _run_parallel(request, store, jobs, (backend, reflector), model_name, config, console, err)
         finally:
-            _close(backend, reflector)
+            _close(backend, reflector, *{id(e): e for e in envs.values()}.values())
 
     run_ids: list[int] = []
     interactive = console.is_terminal and not request.as_json
@@ -327,7 +333,7 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
         err.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False)
         return 1
     finally:
-        _close(backend, reflector)
+        _close(backend, reflector, *{id(e): e for e in envs.values()}.values())
 
     if request.as_json:
         sys.stdout.write(json.dumps([store.tree(r) for r in run_ids], indent=2, default=str) + "\n")
@@ -341,10 +347,11 @@ def run_explore(request: ExploreRequest, *, console: Console, err: Console) -> i
     return 0
 
 
-def _close(*backends) -> None:
-    for backend in backends:
-        if backend is not None:
-            backend.close()
+def _close(*opened) -> None:
+    """Close models and environments (a JVM, a browser) that were opened."""
+    for thing in opened:
+        if thing is not None:
+            thing.close()
 
 
 def _run_parallel(

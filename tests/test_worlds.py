@@ -4,6 +4,7 @@ the simulator decides it, feedback on unrecognised commands, and a rollback tree
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
@@ -16,7 +17,7 @@ from engine.store import Store
 from engine.suites import suite_tasks
 from tests.doubles import ScriptedBackend, act, guided, is_reflection, reflect
 
-pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="no Java (make setup installs it)")
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="no Java (make setup installs it)")
 
 
 def _gold_scienceworld(task: str, variation: int) -> list[str]:
@@ -49,6 +50,7 @@ def _play(env, task_id: str, actions: list[str]):
     return [env.step(ParsedAction(a)) for a in actions]
 
 
+@needs_java
 def test_the_shipped_scienceworld_catalogue_is_the_packages() -> None:
     from scienceworld import ScienceWorldEnv as World
 
@@ -63,6 +65,7 @@ def test_the_shipped_scienceworld_catalogue_is_the_packages() -> None:
     assert len(catalogue()) == 30 and sum(len(v) for t in catalogue().values() for v in t.values()) == 7207
 
 
+@needs_java
 def test_scienceworld_succeeds_only_when_the_simulator_says_so() -> None:
     gold = _gold_scienceworld("find-animal", 0)
     env = ScienceWorldEnv()
@@ -72,6 +75,7 @@ def test_scienceworld_succeeds_only_when_the_simulator_says_so() -> None:
     env.close()
 
 
+@needs_java
 def test_scienceworld_explains_an_unrecognised_command_and_refuses_a_reset() -> None:
     env = ScienceWorldEnv()
     nonsense, reset = _play(env, "scienceworld/boil/0", ["fly to the moon", "reset task"])
@@ -80,6 +84,7 @@ def test_scienceworld_explains_an_unrecognised_command_and_refuses_a_reset() -> 
     env.close()
 
 
+@needs_java
 def test_scienceworld_ids_and_splits() -> None:
     assert split_of("scienceworld/boil/0") == "train" and split_of("scienceworld/boil/29") == "test"
     dev = suite_tasks("scienceworld:dev")
@@ -91,6 +96,7 @@ def test_scienceworld_ids_and_splits() -> None:
         suite_tasks("scienceworld:valid")
 
 
+@needs_java
 @pytest.mark.parametrize(("game", "seed"), [("twc", 0), ("cookingworld", 10_000)])
 def test_textworld_express_games_succeed_on_their_gold_path(game: str, seed: int) -> None:
     gold = _gold_twx(game, seed)
@@ -101,6 +107,7 @@ def test_textworld_express_games_succeed_on_their_gold_path(game: str, seed: int
     env.close()
 
 
+@needs_java
 def test_textworld_express_ids_and_folds() -> None:
     assert fold_of("textworld-express/twc/5") == "train" and fold_of("textworld-express/twc/20001") == "test"
     with pytest.raises(TaskNotFound, match="no split"):
@@ -111,6 +118,7 @@ def test_textworld_express_ids_and_folds() -> None:
     env.close()
 
 
+@needs_java
 def test_a_rollback_tree_on_scienceworld_recovers(store: Store) -> None:
     """The first episode focuses on the wrong thing (the simulator ends it as failed); the reflection
     rolls back to that step, and the branch, replayed on a reloaded world, follows the gold path."""
@@ -162,5 +170,10 @@ def test_miniwob_enter_text_is_judged_by_the_page() -> None:
         env.step(ParsedAction(f"type {field} wrong"))
         failed = env.step(ParsedAction(f"click {submit}"))
         assert failed.done and not failed.success
+        env.reset("miniwob/enter-text/3")  # the page's own 10-second limit must not end the episode
+        time.sleep(11)
+        env.step(ParsedAction(f"type {field} {word}"))
+        slow = env.step(ParsedAction(f"click {submit}"))
+        assert slow.success
     finally:
         env.close()

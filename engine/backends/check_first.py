@@ -5,9 +5,10 @@ each sample, which cost a third of the speed here (FACTS.md). ``CheckFirstSample
 unconstrained distribution first and asks the grammar about that one token; only when it is rejected
 is the whole distribution constrained and sampled again (llama.cpp's common sampler works this way).
 Accepting an allowed draw and redrawing from the constrained distribution otherwise is rejection
-sampling: the reply follows the same distribution over allowed tokens, only the random stream is
-used differently, so a seed gives other (equally likely) replies than the full-constraint path.
-The truncation samplers (top-k, top-p, min-p) match llama-cpp-python's defaults.
+sampling: without truncation the reply follows the same distribution over allowed tokens. With the
+truncation samplers (top-k, top-p, min-p, llama-cpp-python's defaults), the first draw comes from
+the top of the unconstrained distribution, so allowed tokens inside it are a little favoured over
+the full-constraint path; and the random stream is used differently, so a seed gives other replies.
 """
 
 from __future__ import annotations

@@ -354,7 +354,10 @@ class LlamaCppBackend(ModelBackend):
         pending, generated = tokens[llm.n_tokens :], []
         try:
             while True:
-                llm.eval(pending)
+                try:
+                    llm.eval(pending)
+                except RuntimeError as exc:  # a failed llama_decode
+                    raise BackendError(f"llama.cpp could not decode: {exc}") from None
                 token = sampler.pick(llm._ctx.ctx, -1)
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     break

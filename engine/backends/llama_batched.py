@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,6 +77,7 @@ class BatchedLlamaBackend(ModelBackend):
         n_ctx: int = 4096,
         lora_path: str | Path | None = None,
         n_threads: int | None = None,
+        core_group: str | None = None,
     ) -> None:
         import llama_cpp as L
 
@@ -98,7 +100,9 @@ class BatchedLlamaBackend(ModelBackend):
             self.template = GgufChatTemplate.from_gguf(path)
         except TemplateError as exc:
             raise BackendError(str(exc)) from exc
-        self.share = CoreShare("llama.cpp", f"{path.name} x{slots}") if n_threads is None else None
+        self.share = (
+            CoreShare("llama.cpp", f"{path.name} x{slots}", group=core_group) if n_threads is None else None
+        )
         self.threads = n_threads or self.share.threads()  # type: ignore[union-attr]
         self._model = self._context = self._adapter = self._batch = None
         try:
@@ -112,7 +116,7 @@ class BatchedLlamaBackend(ModelBackend):
         self._cond = threading.Condition()
         self._closed = False
         self._tokenize_lock = threading.Lock()
-        self.batch_sizes: list[int] = []  # sequences per decode step (how much batching happened)
+        self.batch_sizes: Counter[int] = Counter()  # decode steps by how many sequences they carried
         self.name = f"llama.cpp:{path.name} (batched x{slots})"
         self._thread = threading.Thread(target=self._serve, name="leafe-llama-batch", daemon=True)
         self._thread.start()
@@ -125,7 +129,13 @@ class BatchedLlamaBackend(ModelBackend):
             path = resolve_model(spec.model or DEFAULT_MODEL)
         except ModelError as exc:
             raise BackendError(str(exc)) from None
-        return cls(path, slots=int(spec.options.get("slots", 4)), n_ctx=spec.n_ctx, lora_path=spec.adapter)
+        return cls(
+            path,
+            slots=int(spec.options.get("slots", 4)),
+            n_ctx=spec.n_ctx,
+            lora_path=spec.adapter,
+            core_group=spec.options.get("core_group"),
+        )
 
     def _open(self, path: Path, lora_path: str | Path | None) -> None:
         L = self.L
@@ -178,7 +188,7 @@ class BatchedLlamaBackend(ModelBackend):
             )
         call = _Call(tokens, temperature, min(max_tokens, room), seed, grammar)
         with self._cond:
-            if self._closed:
+            if self._closed or not self._thread.is_alive():
                 raise BackendError("the batched model was closed")
             self._queue.append(call)
             self._cond.notify()
@@ -192,17 +202,23 @@ class BatchedLlamaBackend(ModelBackend):
 
     # --- the scheduler (one thread owns the context) -------------------------------------------
     def _serve(self) -> None:
-        while True:
+        try:
+            while True:
+                with self._cond:
+                    while not self._closed and not self._queue and not self._active():
+                        self._cond.wait()
+                    if self._closed:
+                        break
+                    self._assign()
+                try:
+                    self._step()
+                except Exception as exc:  # noqa: BLE001 - the calls in this step get the error
+                    self._fail_all(exc)
+        except BaseException as exc:  # the scheduler itself failed: no call may wait for it
             with self._cond:
-                while not self._closed and not self._queue and not self._active():
-                    self._cond.wait()
-                if self._closed:
-                    break
-                self._assign()
-            try:
-                self._step()
-            except BaseException as exc:  # noqa: BLE001 - every waiting call gets the error
-                self._fail_all(exc)
+                self._closed = True
+            self._fail_all(BackendError(f"the batched model stopped: {exc}"))
+            raise
         self._fail_all(BackendError("the batched model was closed"))
 
     def _active(self) -> list[_Slot]:
@@ -268,7 +284,7 @@ class BatchedLlamaBackend(ModelBackend):
         if not entries:
             return
         self._decode(entries)
-        self.batch_sizes.append(sum(1 for s in self._active() if s.row >= 0))
+        self.batch_sizes[sum(1 for s in self._active() if s.row >= 0)] += 1
         for slot in self._active():
             if slot.next_token is not None:
                 slot.tokens.append(slot.next_token)
@@ -363,3 +379,7 @@ class BatchedLlamaBackend(ModelBackend):
         if self.share is not None:
             self.share.close()
             self.share = None
+        template = getattr(self, "template", None)
+        if template is not None:
+            template.llm.close()
+            self.template = None

@@ -45,7 +45,7 @@ class ServerKind:
 
     name: str
     grammar_field: Callable[[str], dict[str, Any]] | None  # None: the server takes no grammar
-    cache_report: str  # where the server reports reused prompt tokens, in words (README, doctor)
+    cache_report: str  # where the server reports reused prompt tokens, in words (the README's table)
 
 
 SERVER_KINDS: dict[str, ServerKind] = {
@@ -131,7 +131,10 @@ class ServedBackend(ModelBackend):
     def from_spec(cls, spec: ModelSpec) -> ServedBackend:
         if not spec.base_url:
             raise BackendError("the openai backend needs the server's URL: give --base-url URL")
-        retry = RetryPolicy(**spec.options.get("retry", {})) if spec.options.get("retry") else None
+        try:
+            retry = RetryPolicy(**spec.options["retry"]) if spec.options.get("retry") else None
+        except TypeError as exc:
+            raise BackendError(f"the served model's retry option is not understood ({exc})") from None
         return cls(spec.base_url, spec.model, server=spec.options.get("server"), retry=retry)
 
     # --- HTTP --------------------------------------------------------------------------------
@@ -227,8 +230,7 @@ class ServedBackend(ModelBackend):
         if grammar is not None:
             if self.kind.grammar_field is None:
                 raise BackendError(
-                    f"the server at {self.url} takes no grammar ({self.kind.name} API); "
-                    "run with --no-grammar, or give its kind with the spec option server"
+                    f"the server at {self.url} takes no grammar ({self.kind.name} API); run with --no-grammar"
                 )
             body.update(self.kind.grammar_field(grammar))
         started = time.perf_counter()
@@ -238,14 +240,19 @@ class ServedBackend(ModelBackend):
             text = answer["choices"][0]["message"].get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError):
             raise BackendError(f"the model server at {self.url} answered without a reply message") from None
-        usage = answer.get("usage") or {}
-        return Completion(
-            text=str(text),
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            cached_tokens=_cached_tokens(answer),
-            generated_tokens=int(usage.get("completion_tokens") or 0),
-            seconds=seconds,
-        )
+        usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+        try:
+            return Completion(
+                text=str(text),
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                cached_tokens=_cached_tokens(answer),
+                generated_tokens=int(usage.get("completion_tokens") or 0),
+                seconds=seconds,
+            )
+        except (TypeError, ValueError):
+            raise BackendError(
+                f"the model server at {self.url} reported token counts that are not numbers"
+            ) from None
 
 
 class _Transient(Exception):
@@ -258,7 +265,8 @@ class _Transient(Exception):
 
 def _cached_tokens(answer: dict[str, Any]) -> int:
     """Prompt tokens the server took from its prefix cache, where it says (0 where it does not)."""
-    details = (answer.get("usage") or {}).get("prompt_tokens_details") or {}
+    usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+    details = usage.get("prompt_tokens_details") or {}
     if isinstance(details, dict) and details.get("cached_tokens") is not None:
         return int(details["cached_tokens"])
     timings = answer.get("timings") or {}
@@ -271,7 +279,7 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
     """The server's own words from an error answer (OpenAI's ``error.message``, FastAPI's ``detail``)."""
     try:
         body = json.loads(exc.read() or b"{}")
-    except (ValueError, OSError):
+    except (ValueError, OSError, http.client.HTTPException):
         return str(exc.reason)
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict) and error.get("message"):

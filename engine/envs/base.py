@@ -114,6 +114,9 @@ class Environment(ABC):
         del task_id
         return []
 
+    def close(self) -> None:  # noqa: B027 - optional hook, deliberately not abstract
+        """Release what the environment runs on (a JVM, a browser); no-op by default."""
+
     def snapshot(self) -> Any | None:
         """The episode's state now, for ``restore`` to bring back, or None when the environment cannot
         do better than a reset and a replay (the default). The explorer keeps a few, so a branch

@@ -45,6 +45,10 @@ TASKS = (
     "use-autocomplete",
 )
 SEEDS = range(100)
+NO_TIME_LIMIT = (
+    "if (core.EP_TIMER !== null) { clearTimeout(core.EP_TIMER);"
+    " core.EP_TIMER = setTimeout(function () {}, 2000000000); } core.clearTimer();"
+)
 _CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromedriver")
 _SHOWN_TAGS = {
     "input_text",
@@ -157,6 +161,10 @@ class MiniWoBEnv(Environment):
         name, page_seed = _parse(task_id)
         env = self._browser(name)
         observation, _ = env.reset(seed=page_seed)
+        # The page ends its episode after 10 s of wall-clock time; a model on a CPU thinks longer than
+        # that, and success must not depend on its speed: the timer is replaced by one that never
+        # fires (endEpisode needs a live timer id to record the reward).
+        env.instance.driver.execute_script(NO_TIME_LIMIT)
         self._steps = 0
         self._refs = {int(e["ref"]) for e in observation.get("dom_elements") or ()}
         return render_page(observation)
