@@ -629,3 +629,39 @@ def test_cli_tui_user_mistakes_are_one_line_errors(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no database" in result.output
     result = runner.invoke(cli, ["explore", "nosuch/task", "--tui", "--db", str(tmp_path / "x.db")])
     assert result.exit_code == 2 and "error" in result.output
+
+
+def test_a_rebranch_reflects_with_the_runs_own_reflection_model(db: Path) -> None:
+    """The TUI reopens the reflection model the run recorded, not the actor, for what it explores."""
+    store = Store(db)
+    store.db.execute(
+        "update runs set reflect_spec = ?", [ModelSpec(backend="scripted", model="judge").to_json()]
+    )
+    store.db.conn.commit()
+    old_nodes = store.branch_nodes(3)
+    reflections_before = {r["id"] for r in store.reflections(1)}
+    opened: list[str] = []
+
+    def factory(spec: ModelSpec) -> ScriptedBackend:
+        opened.append(spec.model)
+        backend = ScriptedBackend(reply_fn=tree_policy())
+        backend.name = f"scripted:{spec.model}"
+        return backend
+
+    messages: list[Message] = []
+    app = LeafeApp(db, backend_factory=factory, env_factory=lambda task: PathTestEnv())
+
+    async def body() -> None:
+        async with app.run_test(size=SIZE, message_hook=messages.append) as pilot:
+            await open_run(pilot)
+            pilot.app.screen.run_tree.go(node_key(old_nodes[0].id))
+            await press(pilot, "R")
+            pilot.app.screen.query_one(TextArea).text = "write b at step 2, then check the word"
+            await press(pilot, "ctrl+r")
+            await pilot.app.wait_for_work()
+            await until(pilot, lambda: any(isinstance(m, WorkFinished) for m in messages), "the end")
+
+    run(body())
+    assert "judge" in opened
+    new = [r for r in Store(db).reflections(1) if r["id"] not in reflections_before]
+    assert new and {r["model"] for r in new} == {"scripted:judge"}

@@ -119,9 +119,17 @@ class JobRunner:
             self.backends[key] = self.backend_factory(spec)
         return self.backends[key]
 
-    def _explorer(self, store: Store, env_spec: EnvSpec, config: dict[str, Any], spec: ModelSpec) -> Explorer:
+    def _explorer(
+        self,
+        store: Store,
+        env_spec: EnvSpec,
+        config: dict[str, Any],
+        spec: ModelSpec,
+        reflect_spec: ModelSpec | None = None,
+    ) -> Explorer:
         env = self.env_factory(env_spec)
         backend = self._backend(spec)
+        reflector = self._backend(reflect_spec) if reflect_spec is not None else None
         explore_config = ExploreConfig.from_dict(config)
         explore_config.validate()
         progress = _Progress(store, explore_config.budget, self.post)
@@ -130,7 +138,9 @@ class JobRunner:
             self.post(ExplorerUpdate(event))
             progress(event)
 
-        return Explorer(store, backend, env, explore_config, on_event=on_event, stop=self.stop)
+        return Explorer(
+            store, backend, env, explore_config, on_event=on_event, stop=self.stop, reflector=reflector
+        )
 
     def _run(self, job: ExploreJob, store: Store, run_ids: list[int]) -> None:
         if job.kind == "start":
@@ -151,7 +161,8 @@ class JobRunner:
         if Store.effective_status(run) == "running" and run.get("pid") != os.getpid():
             raise LeafeError(f"run {job.run_id} is being explored by another process (pid {run['pid']})")
         env_spec = run_env_spec(run, Path(job.tasks_file) if job.tasks_file else None)
-        explorer = self._explorer(store, env_spec, run["config"], run_model_spec(run))
+        reflect_spec = ModelSpec.from_json(run.get("reflect_spec"))  # the run's own reflection model
+        explorer = self._explorer(store, env_spec, run["config"], run_model_spec(run), reflect_spec)
         if self.stop.is_set():
             return
         run_ids.append(job.run_id)
