@@ -91,6 +91,10 @@ def check_environment(make: Callable[[], Environment], *, tasks: int = 2, seed: 
             return f"reset of an unknown task raised {_raised(exc)} instead of TaskNotFound"
         return "reset accepted an unknown task id instead of raising TaskNotFound"
 
+    def probe(task: str) -> list[ParsedAction]:
+        examples = [ParsedAction(a) for a in env.example_actions(task)]
+        return [*examples, ParsedAction(NONSENSE), *examples]
+
     def reset_deterministic() -> str | None:
         for task in sample:
             first, again, fresh = env.reset(task, seed), env.reset(task, seed), make().reset(task, seed)
@@ -100,11 +104,12 @@ def check_environment(make: Callable[[], Environment], *, tasks: int = 2, seed: 
                 return f"two resets of {task} with seed {seed} gave different observations"
             if first != fresh:
                 return f"a fresh instance's reset of {task} gave a different observation"
+            for action in probe(task):  # an episode must leave nothing behind (focus, typed text)
+                if env.step(action).done:
+                    break
+            if env.reset(task, seed) != first:
+                return f"a reset of {task} after an episode gave a different observation than before it"
         return None
-
-    def probe(task: str) -> list[ParsedAction]:
-        examples = [ParsedAction(a) for a in env.example_actions(task)]
-        return [*examples, ParsedAction(NONSENSE), *examples]
 
     def replay_reproduces() -> str | None:
         from engine.explorer import same_observation

@@ -146,3 +146,21 @@ def test_a_restore_that_loses_state_fails_its_check() -> None:
     results = {c.name: c for c in check_environment(ForgetfulSnapshots)}
     check = results["restores its snapshots (if it takes any)"]
     assert not check.passed and "after restore()" in check.detail
+
+
+class LeakyReset(PathTestEnv):
+    """Test double: a reset shows the last letter of the previous episode (state that outlives it)."""
+
+    last = ""
+
+    def reset(self, task_id: str, seed: int = 0) -> str:
+        return super().reset(task_id, seed) + (f" (last: {self.last})" if self.last else "")
+
+    def step(self, action):
+        self.last = action.action or ""
+        return super().step(action)
+
+
+def test_state_left_over_from_an_episode_fails_the_reset_check() -> None:
+    check = {c.name: c for c in check_environment(LeakyReset)}["resets deterministically"]
+    assert not check.passed and "after an episode" in check.detail

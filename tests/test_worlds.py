@@ -170,7 +170,8 @@ def test_miniwob_enter_text_is_judged_by_the_page() -> None:
         env.step(ParsedAction(f"type {field} wrong"))
         failed = env.step(ParsedAction(f"click {submit}"))
         assert failed.done and not failed.success
-        env.reset("miniwob/enter-text/3")  # the page's own 10-second limit must not end the episode
+        assert env.reset("miniwob/enter-text/3") == page  # the clicked Submit's focus is gone
+        # the page's own 10-second limit must not end the episode
         time.sleep(11)
         env.step(ParsedAction(f"type {field} {word}"))
         slow = env.step(ParsedAction(f"click {submit}"))

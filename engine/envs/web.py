@@ -160,6 +160,9 @@ class MiniWoBEnv(Environment):
         del seed  # the task id's seed fixes the page
         name, page_seed = _parse(task_id)
         env = self._browser(name)
+        # Focus outlives the page's own reset (a clicked Submit stays focused): clear it first, so a
+        # reset always reads the same.
+        env.instance.driver.execute_script("if (document.activeElement) document.activeElement.blur();")
         observation, _ = env.reset(seed=page_seed)
         # The page ends its episode after 10 s of wall-clock time; a model on a CPU thinks longer than
         # that, and success must not depend on its speed: the timer is replaced by one that never
