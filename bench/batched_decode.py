@@ -21,8 +21,7 @@ import argparse
 import ctypes
 import json
 import os
-import platform
-import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +31,9 @@ import numpy as np
 from engine.actions import action_grammar
 from engine.envs.sokoban import SokobanEnv
 from engine.models import DEFAULT_MODEL, resolve_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.provenance import commit, machine  # noqa: E402
 
 PROMPT = (
     "<|im_start|>system\nYou are an agent solving a Sokoban puzzle. Think briefly, then act.<|im_end|>\n"
@@ -193,19 +195,16 @@ def main() -> None:
     print(f"grammar checked first:           {fast_rate:6.1f} tok/s ({fast_rate / full_rate:.2f}x)")
     print(f"same tokens: {full_out == fast_out}")
 
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
     result = {
         "bench": "batched_decode",
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "machine": machine(),
         "settings": {
             "model": args.model,
             "tokens": args.tokens,
             "threads": args.threads,
             "prompt_tokens": len(prompt),
         },
-        "commit": commit,
+        "commit": commit(),
         "batching": rows,
         "grammar": {
             "full_tok_per_s": round(full_rate, 1),

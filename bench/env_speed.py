@@ -17,15 +17,16 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import platform
-import subprocess
+import sys
 import time
 from pathlib import Path
 
 from engine.env_check import NONSENSE
 from engine.envs import env_names, load_env
 from engine.envs.base import ParsedAction
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.provenance import commit, machine  # noqa: E402
 
 
 def actions_for(env, task: str, count: int) -> list[ParsedAction]:
@@ -100,14 +101,11 @@ def main() -> None:
             f"{row['reset_replay_s'] * 1e3:8.1f} ms  {restore}",
             flush=True,
         )
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
     result = {
         "bench": "env_speed",
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "machine": machine(),
         "settings": {"steps": args.steps, "repeats": args.repeats},
-        "commit": commit,
+        "commit": commit(),
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -29,6 +28,9 @@ from engine.rollout import RolloutConfig
 from engine.runtime import env_spec_for, model_spec_for, with_workers
 from engine.specs import ModelSpec
 from engine.store import Store
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.provenance import commit, machine  # noqa: E402
 
 
 def evaluate(spec: ModelSpec, workers: int, task: str, samples: int, config: RolloutConfig) -> dict:
@@ -112,12 +114,9 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
 
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
     result = {
         "bench": "explore_parallel",
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "machine": machine(),
         "settings": {
             "model": args.model,
             "task": args.task,
@@ -127,7 +126,7 @@ def main() -> None:
             "temperature": 0.7,
             "grammar": True,
         },
-        "commit": commit,
+        "commit": commit(),
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

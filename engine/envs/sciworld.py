@@ -16,20 +16,17 @@ is the simulator's own: the task completed with the full score.
 from __future__ import annotations
 
 import json
-import shutil
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from engine.envs.base import Environment, ParsedAction, StepResult, Task, TaskNotFound
+from engine.envs.external import no_action, require_program, world_class
 from engine.errors import LeafeError
 
 CATALOGUE = "sciworld_catalogue.json"
+ASK = "Reply with one command in plain words."
 UNKNOWN_ACTION = "No known action matches that input."
-
-
-class ScienceWorldUnavailable(LeafeError):
-    """The ScienceWorld package or Java is missing."""
 
 
 @cache
@@ -126,18 +123,9 @@ class ScienceWorldEnv(Environment):
     # --- episodes ------------------------------------------------------------------------------
     def _simulator(self) -> Any:
         if self._world is None:
-            if shutil.which("java") is None:
-                raise ScienceWorldUnavailable(
-                    "ScienceWorld needs Java 17 and there is no `java` on PATH",
-                    hint="apt-get install default-jre-headless (make setup does it where it can)",
-                )
-            try:
-                from scienceworld import ScienceWorldEnv as World
-            except ImportError:
-                raise ScienceWorldUnavailable(
-                    "the scienceworld package is not installed", hint="make setup installs it"
-                ) from None
-            self._world = World("", envStepLimit=self.step_limit)
+            require_program("java", "ScienceWorld (Java 17)", "default-jre-headless")
+            world = world_class("scienceworld", "ScienceWorldEnv", "scienceworld")
+            self._world = world("", envStepLimit=self.step_limit)
         return self._world
 
     def reset(self, task_id: str, seed: int = 0) -> str:
@@ -157,10 +145,8 @@ class ScienceWorldEnv(Environment):
         world = self._world
         self._steps += 1
         out_of_steps = self._steps >= self.max_steps
-        if action.error is not None or not (action.action or "").strip():
-            reason = " ".join((action.error or "no command was given").split())
-            feedback = f"Invalid action: {reason}. Reply with one command in plain words."
-            return StepResult(feedback, 0.0, out_of_steps, False, False, feedback, self._info(False))
+        if invalid := no_action(action, out_of_steps, self._info(False), ASK):
+            return invalid
         command = " ".join(action.action.split()).lower().rstrip(".!")  # "look around." is the same command
         if command in ("reset task", "reset"):
             feedback = "Invalid action: the episode cannot be reset from inside. Reply with one command."

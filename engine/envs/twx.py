@@ -12,10 +12,10 @@ reset; a step takes milliseconds, so a rollback is a reset and a replay of the p
 
 from __future__ import annotations
 
-import shutil
 from typing import Any
 
 from engine.envs.base import Environment, ParsedAction, StepResult, Task, TaskNotFound
+from engine.envs.external import no_action, require_program, world_class
 from engine.errors import LeafeError
 
 GAMES = {
@@ -25,6 +25,7 @@ GAMES = {
 }
 FOLDS = {"train": range(0, 1000), "dev": range(10_000, 11_000), "test": range(20_000, 21_000)}
 UNKNOWN_ACTION = "Unknown action"
+ASK = "Reply with one command in plain words."
 HINT_ACTIONS = 15
 
 
@@ -88,18 +89,9 @@ class TextWorldExpressEnv(Environment):
 
     def _simulator(self) -> Any:
         if self._world is None:
-            if shutil.which("java") is None:
-                raise LeafeError(
-                    "TextWorld-Express needs Java and there is no `java` on PATH",
-                    hint="apt-get install default-jre-headless (make setup does it where it can)",
-                )
-            try:
-                from textworld_express import TextWorldExpressEnv as World
-            except ImportError:
-                raise LeafeError(
-                    "the textworld-express package is not installed", hint="make setup installs it"
-                ) from None
-            self._world = World(envStepLimit=10_000)  # leafe ends episodes itself (max_steps)
+            require_program("java", "TextWorld-Express (Java)", "default-jre-headless")
+            world = world_class("textworld_express", "TextWorldExpressEnv", "textworld-express")
+            self._world = world(envStepLimit=10_000)  # leafe ends episodes itself (max_steps)
         return self._world
 
     def reset(self, task_id: str, seed: int = 0) -> str:
@@ -119,10 +111,8 @@ class TextWorldExpressEnv(Environment):
             raise LeafeError("reset the TextWorld-Express environment before stepping it")
         self._steps += 1
         out_of_steps = self._steps >= self.max_steps
-        if action.error is not None or not (action.action or "").strip():
-            reason = " ".join((action.error or "no command was given").split())
-            feedback = f"Invalid action: {reason}. Reply with one command in plain words."
-            return StepResult(feedback, 0.0, out_of_steps, False, False, feedback, self._info(False))
+        if invalid := no_action(action, out_of_steps, self._info(False), ASK):
+            return invalid
         command = " ".join(action.action.split()).rstrip(".!")  # "look around." is the same command
         command = self._valid.get(command.lower(), command)  # the game's own spelling ("T-shirt")
         observation, _, _, infos = self._world.step(command)

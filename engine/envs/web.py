@@ -16,10 +16,10 @@ package).
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Any
 
 from engine.envs.base import Environment, ParsedAction, StepResult, Task, TaskNotFound
+from engine.envs.external import require_program, world_class
 from engine.errors import LeafeError
 
 # Tasks a text agent can do with clicks and typing (no drawing, dragging or pixel reading).
@@ -140,19 +140,12 @@ class MiniWoBEnv(Environment):
         if self._env is not None:
             self._env.close()
             self._env = None
-        if not all(shutil.which(p) or os.path.exists(p) for p in _CHROMIUM):
-            raise LeafeError(
-                "MiniWoB needs Chromium and its driver (/usr/bin/chromium, /usr/bin/chromedriver)",
-                hint="apt-get install chromium chromium-driver (make setup does it where it can)",
-            )
+        require_program("chromedriver", "MiniWoB (Chromium)", "chromium chromium-driver")
         os.environ.setdefault("MINIWOB_CHROME_BINARY", _CHROMIUM[0])
         os.environ.setdefault("MINIWOB_CHROMEDRIVER", _CHROMIUM[1])
         os.environ.setdefault("SE_OFFLINE", "true")  # Selenium must not look for a driver online
-        try:
-            from miniwob.environment import MiniWoBEnvironment
-        except ImportError:
-            raise LeafeError("the miniwob package is not installed", hint="make setup installs it") from None
-        self._env = MiniWoBEnvironment(subdomain=task, action_space_config="all_supported")
+        environment = world_class("miniwob.environment", "MiniWoBEnvironment", "miniwob")
+        self._env = environment(subdomain=task, action_space_config="all_supported")
         self._task = task
         return self._env
 
