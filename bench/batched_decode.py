@@ -18,7 +18,6 @@ Writes ``bench/results/batched_decode.json`` with machine, settings and commit.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import sys
@@ -26,9 +25,9 @@ import time
 from pathlib import Path
 
 import llama_cpp as L
-import numpy as np
 
 from engine.actions import action_grammar
+from engine.backends.check_first import CheckFirstSampler
 from engine.envs.sokoban import SokobanEnv
 from engine.models import DEFAULT_MODEL, resolve_model
 
@@ -75,10 +74,9 @@ def decode(ctx, batch, entries: list[tuple[int, int, int, bool]]) -> None:
         raise RuntimeError("llama_decode failed")
 
 
-def sampler(vocab, seed: int, temperature: float, grammar: str | None):
+def sampler(seed: int, temperature: float):
+    """Temperature and a seeded draw: what each batched sequence samples with."""
     chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
-    if grammar is not None:
-        L.llama_sampler_chain_add(chain, L.llama_sampler_init_grammar(vocab, grammar.encode(), b"root"))
     L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(temperature))
     L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed))
     return chain
@@ -93,7 +91,7 @@ def batched(model, vocab, prompt: list[int], streams: int, tokens: int, threads:
         memory = L.llama_get_memory(ctx)
         for seq in range(1, streams):
             L.llama_memory_seq_cp(memory, 0, seq, -1, -1)
-        samplers = [sampler(vocab, 100 + s, 0.7, None) for s in range(streams)]
+        samplers = [sampler(100 + s, 0.7) for s in range(streams)]
         last = [L.llama_sampler_sample(samplers[s], ctx, -1) for s in range(streams)]
         started = time.perf_counter()
         for step in range(tokens):
@@ -110,42 +108,17 @@ def batched(model, vocab, prompt: list[int], streams: int, tokens: int, threads:
 
 
 def grammar_run(model, vocab, prompt: list[int], tokens: int, threads: int, grammar: str, fast: bool):
-    """(tokens/s, token ids) of one sequence under ``grammar``: full constraint, or check-first."""
+    """(tokens/s, token ids) of one sequence under ``grammar`` with the engine's own sampler:
+    checked first (``fast``), or constraining the whole vocabulary at every token."""
     ctx = make_context(model, threads, 1, 2048)
     batch = L.llama_batch_init(512, 0, 1)
-    n_vocab = L.llama_vocab_n_tokens(vocab)
-    grmr = L.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
-    chain = sampler(vocab, 7, 0.7, None)  # temperature + dist; the grammar is applied by hand
-    data = (L.llama_token_data * n_vocab)()
-    view = np.ctypeslib.as_array(data)  # fields id, logit, p: filled without a Python loop
-    single = (L.llama_token_data * 1)()
+    chooser = CheckFirstSampler(vocab, 0.7, 7, grammar, check_first=fast)
     out: list[int] = []
     try:
         decode(ctx, batch, [(t, i, 0, i == len(prompt) - 1) for i, t in enumerate(prompt)])
         started = time.perf_counter()
         for step in range(tokens):
-            logits = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
-            fill(view, logits)
-            array = L.llama_token_data_array(data, n_vocab, -1, False)
-            token = None
-            if fast:  # sample unconstrained, then check that one token against the grammar
-                trial = L.llama_token_data_array(data, n_vocab, -1, False)
-                L.llama_sampler_apply(chain, ctypes.byref(trial))
-                candidate = data[trial.selected].id
-                single[0].id, single[0].logit, single[0].p = candidate, 1.0, 0.0
-                one = L.llama_token_data_array(single, 1, -1, False)
-                L.llama_sampler_apply(grmr, ctypes.byref(one))
-                if single[0].logit != float("-inf"):
-                    token = candidate
-                else:  # rejected: constrain the whole distribution and sample again
-                    fill(view, logits)
-                    array = L.llama_token_data_array(data, n_vocab, -1, False)
-            if token is None:
-                L.llama_sampler_apply(grmr, ctypes.byref(array))
-                L.llama_sampler_apply(chain, ctypes.byref(array))
-                token = data[array.selected].id
-            L.llama_sampler_accept(grmr, token)
-            L.llama_sampler_accept(chain, token)
+            token = chooser.pick(ctx, -1)
             out.append(token)
             if L.llama_vocab_is_eog(vocab, token):
                 break
@@ -153,17 +126,9 @@ def grammar_run(model, vocab, prompt: list[int], tokens: int, threads: int, gram
         seconds = time.perf_counter() - started
         return len(out) / seconds, out
     finally:
-        L.llama_sampler_free(grmr)
-        L.llama_sampler_free(chain)
+        chooser.free()
         L.llama_batch_free(batch)
         L.llama_free(ctx)
-
-
-def fill(view: np.ndarray, logits: np.ndarray) -> None:
-    """Candidates back in vocabulary order with fresh logits (samplers sort and mask in place)."""
-    view["id"] = np.arange(len(view))
-    view["logit"] = logits
-    view["p"] = 0.0
 
 
 def main() -> None:

@@ -24,7 +24,11 @@ TOP_K, TOP_P, MIN_P = 40, 0.95, 0.05  # llama-cpp-python's create_completion def
 class CheckFirstSampler:
     """One reply's sampler: seeded, with an optional GBNF grammar checked on the sampled token."""
 
-    def __init__(self, vocab: Any, temperature: float, seed: int, grammar: str | None) -> None:
+    def __init__(
+        self, vocab: Any, temperature: float, seed: int, grammar: str | None, *, check_first: bool = True
+    ) -> None:
+        """``check_first`` off: the grammar constrains the whole vocabulary at every token (the
+        baseline ``bench/batched_decode.py`` measures the check against)."""
         import llama_cpp as L
 
         self.L, self.vocab = L, vocab
@@ -39,6 +43,7 @@ class CheckFirstSampler:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(temperature))
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         self.chain = chain
+        self.check_first = check_first
         self.grammar = None
         if grammar is not None:
             self.grammar = L.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
@@ -56,13 +61,16 @@ class CheckFirstSampler:
         if self.grammar is None:
             return int(L.llama_sampler_sample(self.chain, ctx, row))
         logits = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, row), shape=(self.n_vocab,))
-        array = self._fill(logits)
-        L.llama_sampler_apply(self.chain, ctypes.byref(array))
-        token = int(self._candidates[array.selected].id)
-        self._one[0].id, self._one[0].logit, self._one[0].p = token, 1.0, 0.0
-        single = L.llama_token_data_array(self._one, 1, -1, False)
-        L.llama_sampler_apply(self.grammar, ctypes.byref(single))
-        if self._one[0].logit == float("-inf"):  # rejected: constrain the whole distribution
+        rejected = True
+        if self.check_first:
+            array = self._fill(logits)
+            L.llama_sampler_apply(self.chain, ctypes.byref(array))
+            token = int(self._candidates[array.selected].id)
+            self._one[0].id, self._one[0].logit, self._one[0].p = token, 1.0, 0.0
+            single = L.llama_token_data_array(self._one, 1, -1, False)
+            L.llama_sampler_apply(self.grammar, ctypes.byref(single))
+            rejected = self._one[0].logit == float("-inf")
+        if rejected:  # constrain the whole distribution
             array = self._fill(logits)
             L.llama_sampler_apply(self.grammar, ctypes.byref(array))
             L.llama_sampler_apply(self.chain, ctypes.byref(array))

@@ -28,6 +28,20 @@ if TYPE_CHECKING:
 MIN_PREFIX_TO_SAVE = 16  # below this, re-evaluating is cheaper than keeping a copy
 MIN_N_CTX = 256  # below this not even the system prompt fits
 
+MIN_REPLY_ROOM = 32  # tokens the context must keep free for a reply
+
+
+def reply_room(tokens: list[int], n_ctx: int) -> int:
+    """How many tokens a reply may take after ``tokens`` in a context of ``n_ctx``; BackendError
+    when the prompt leaves too little."""
+    room = n_ctx - len(tokens)
+    if room < MIN_REPLY_ROOM:
+        raise BackendError(
+            f"the prompt has {len(tokens)} tokens and the context holds {n_ctx}: raise --n-ctx"
+        )
+    return room
+
+
 # --- GGUF headers ----------------------------------------------------------------------------
 # llama.cpp crashes (SIGSEGV) on an adapter file that is not a LoRA GGUF, so leafe reads the header
 # itself first. The format: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md
@@ -304,11 +318,7 @@ class LlamaCppBackend(ModelBackend):
         grammar: str | None = None,
     ) -> Completion:
         tokens = self.tokens(messages)
-        room = self.n_ctx - len(tokens)
-        if room < 32:
-            raise BackendError(
-                f"the prompt has {len(tokens)} tokens and the context holds {self.n_ctx}: raise --n-ctx"
-            )
+        room = reply_room(tokens, self.n_ctx)
         if not self.reuse_prefix:
             self.llm.reset()
         self._fit_threads()

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from engine.backends.base import BackendError, Completion, Message, ModelBackend, common_prefix_length
 from engine.backends.check_first import CheckFirstSampler
+from engine.backends.llama import reply_room
 
 if TYPE_CHECKING:
     from engine.specs import ModelSpec
@@ -181,11 +182,7 @@ class BatchedLlamaBackend(ModelBackend):
         grammar: str | None = None,
     ) -> Completion:
         tokens = self.tokens(messages)
-        room = self.n_ctx - len(tokens)
-        if room < 32:
-            raise BackendError(
-                f"the prompt has {len(tokens)} tokens and a slot holds {self.n_ctx}: raise --n-ctx"
-            )
+        room = reply_room(tokens, self.n_ctx)  # each slot holds n_ctx tokens
         call = _Call(tokens, temperature, min(max_tokens, room), seed, grammar)
         with self._cond:
             if self._closed or not self._thread.is_alive():

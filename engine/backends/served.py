@@ -45,24 +45,15 @@ class ServerKind:
 
     name: str
     grammar_field: Callable[[str], dict[str, Any]] | None  # None: the server takes no grammar
-    cache_report: str  # where the server reports reused prompt tokens, in words (the README's table)
 
 
 SERVER_KINDS: dict[str, ServerKind] = {
     kind.name: kind
     for kind in (
-        ServerKind("llama.cpp", lambda g: {"grammar": g}, "timings.cache_n (llama-server only)"),
-        ServerKind(
-            "vllm",
-            lambda g: {"structured_outputs": {"grammar": g}},
-            "usage.prompt_tokens_details.cached_tokens (with --enable-prompt-tokens-details)",
-        ),
-        ServerKind(
-            "sglang",
-            lambda g: {"ebnf": g},
-            "usage.prompt_tokens_details.cached_tokens (with --enable-cache-report)",
-        ),
-        ServerKind("openai", None, "usage.prompt_tokens_details.cached_tokens"),
+        ServerKind("llama.cpp", lambda g: {"grammar": g}),
+        ServerKind("vllm", lambda g: {"structured_outputs": {"grammar": g}}),
+        ServerKind("sglang", lambda g: {"ebnf": g}),
+        ServerKind("openai", None),
     )
 }
 # ``owned_by`` in /v1/models names the server: llama-cpp-python says "me", llama-server "llamacpp".
@@ -131,11 +122,7 @@ class ServedBackend(ModelBackend):
     def from_spec(cls, spec: ModelSpec) -> ServedBackend:
         if not spec.base_url:
             raise BackendError("the openai backend needs the server's URL: give --base-url URL")
-        try:
-            retry = RetryPolicy(**spec.options["retry"]) if spec.options.get("retry") else None
-        except TypeError as exc:
-            raise BackendError(f"the served model's retry option is not understood ({exc})") from None
-        return cls(spec.base_url, spec.model, server=spec.options.get("server"), retry=retry)
+        return cls(spec.base_url, spec.model, server=spec.options.get("server"))
 
     # --- HTTP --------------------------------------------------------------------------------
     def _request(
